@@ -1,0 +1,148 @@
+"""`run_pipeline`: executes the user's pipeline inside this warm process.
+
+Sync pipelines run in a thread pool sized like the worker's activity slots; `async
+def` pipelines run on the event loop. Progress written by the pipeline is sent as
+heartbeat details, so the Temporal server (and `GET /runs/{id}`) holds it even when
+this process is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from warmrun.context import RunCancelled, RunContext
+from warmrun.pipeline import InvalidOutputs, Pipeline
+from warmrun.settings import Settings
+from warmrun.workflows.contract import (
+    INVALID_OUTPUTS_ERROR,
+    INVALID_PARAMETERS_ERROR,
+    RUN_PIPELINE_ACTIVITY,
+    RUN_POLICY_ACTIVITY,
+    PipelineOutcome,
+    RunPipelineInput,
+    RunPolicy,
+)
+
+
+class PipelineActivities:
+    """The activities of one deployment, bound to its warm state and thread pool."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        settings: Settings,
+        state: Any = None,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        self._pipeline = pipeline
+        self._settings = settings
+        self._state = state
+        self._executor = executor
+
+    @activity.defn(name=RUN_POLICY_ACTIVITY)
+    async def resolve_run_policy(self) -> RunPolicy:
+        settings = self._settings
+        return RunPolicy(
+            pipeline_name=self._pipeline.name,
+            heartbeat_timeout=settings.heartbeat_timeout,
+            default_timeout=settings.default_timeout,
+            max_timeout=settings.max_timeout,
+            max_attempts=settings.max_attempts,
+            cancel_grace=settings.cancel_grace,
+        )
+
+    @activity.defn(name=RUN_PIPELINE_ACTIVITY)
+    async def run_pipeline(self, input: RunPipelineInput) -> PipelineOutcome:
+        started_at = _now()
+        try:
+            parameters = self._pipeline.validate(input.parameters)
+        except ValidationError as err:
+            raise ApplicationError(
+                f"invalid parameters: {err}", type=INVALID_PARAMETERS_ERROR, non_retryable=True
+            ) from None
+
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+        context = RunContext(
+            activity.info().workflow_id,
+            input.run_name,
+            self._state,
+            pipeline_name=self._pipeline.name,
+            on_change=lambda: loop.call_soon_threadsafe(changed.set),
+        )
+        work = self._start(self._pipeline.arguments(parameters, context))
+        heartbeats = asyncio.create_task(self._heartbeat(context, changed))
+        try:
+            value = await asyncio.shield(work)
+        except asyncio.CancelledError:
+            await _stopped(work, context, interrupt=self._pipeline.is_async)
+            raise
+        except Exception as err:
+            raise ApplicationError(
+                str(err) or type(err).__name__,
+                {"progress": context.snapshot(), "started_at": started_at},
+                type=type(err).__name__,
+                non_retryable=True,
+            ) from err
+        finally:
+            heartbeats.cancel()
+
+        try:
+            outputs = self._pipeline.to_outputs(value)
+        except InvalidOutputs as err:
+            raise ApplicationError(
+                str(err), type=INVALID_OUTPUTS_ERROR, non_retryable=True
+            ) from None
+        return PipelineOutcome(
+            outputs=outputs,
+            started_at=started_at,
+            finished_at=_now(),
+            progress=context.snapshot(),
+        )
+
+    def _start(self, arguments: dict[str, Any]) -> asyncio.Future[Any]:
+        function = self._pipeline.function
+        if self._pipeline.is_async:
+            return asyncio.ensure_future(function(**arguments))
+        call = functools.partial(function, **arguments)
+        return asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def _heartbeat(self, context: RunContext, changed: asyncio.Event) -> None:
+        """Send progress when it changes (at most every `progress_interval`) and keep
+        the activity alive well within the heartbeat timeout."""
+        keep_alive = self._settings.heartbeat_timeout / 4
+        spacing = min(self._settings.progress_interval, keep_alive)
+        while True:
+            changed.clear()
+            activity.heartbeat(context.snapshot())
+            await asyncio.sleep(spacing)
+            if not changed.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), keep_alive - spacing)
+
+
+async def _stopped(work: asyncio.Future[Any], context: RunContext, *, interrupt: bool) -> None:
+    """Ask the pipeline to stop and wait until it has: cancellation is reported only
+    once the code no longer runs (the activity keeps heartbeating meanwhile).
+
+    An async pipeline is interrupted at its next `await`; a thread cannot be, so sync
+    code stops at its next `ctx.step`, `ctx.progress` or `ctx.check_cancelled()`.
+    """
+    context._request_cancel()
+    if interrupt:
+        work.cancel()
+    with contextlib.suppress(asyncio.CancelledError, RunCancelled, Exception):
+        await work
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()

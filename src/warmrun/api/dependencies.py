@@ -1,0 +1,47 @@
+"""What routes share, handed out through `Depends`: the deployment and its client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from warmrun.pipeline import Pipeline
+from warmrun.settings import Settings
+from warmrun.workflows.contract import task_queue_for
+
+
+@dataclass
+class Deployment:
+    """One deployment as this process serves it: pipeline, settings, Temporal client."""
+
+    pipeline: Pipeline
+    settings: Settings
+    client: Client
+    worker: Worker | None = None
+
+    @property
+    def name(self) -> str:
+        return self.settings.deployment_name(self.pipeline.name)
+
+    @property
+    def task_queue(self) -> str:
+        return task_queue_for(self.name)
+
+    @property
+    def namespace(self) -> str:
+        return self.client.namespace
+
+    def temporal_ui_link(self, run_id: str) -> str:
+        base = self.settings.temporal_ui_url.rstrip("/")
+        return f"{base}/namespaces/{self.namespace}/workflows/{run_id}"
+
+
+def get_deployment(request: Request) -> Deployment:
+    return request.app.state.deployment
+
+
+DeploymentDep = Annotated[Deployment, Depends(get_deployment)]

@@ -1,0 +1,151 @@
+"""Request and response bodies of the HTTP API: `/docs` is their manual."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from warmrun.pipeline import Pipeline
+
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "timed_out"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
+
+
+class InvokeRequestBase(BaseModel):
+    """`POST /invoke` body, a superset of ZenML's deployment invocation request."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=False)
+
+    run_name: str | None = Field(
+        None,
+        max_length=255,
+        description="A human name for the run, shown in the run resource and the Temporal UI.",
+    )
+    timeout: float | None = Field(
+        None,
+        gt=0,
+        description="Wall-clock budget of the run in seconds, counted from acceptance. "
+        "At the deadline the pipeline is cancelled and the run ends `timed_out`.",
+    )
+    async_: bool = Field(
+        False,
+        alias="async",
+        description="Answer `202 Accepted` at once instead of waiting for the run's end "
+        "(same as `Prefer: respond-async`).",
+    )
+    skip_artifact_materialization: bool | None = Field(
+        None, description="Accepted so ZenML callers work unchanged; it has no effect."
+    )
+
+
+def invoke_request_model(pipeline: Pipeline) -> type[InvokeRequestBase]:
+    """The request body with `parameters` typed by the pipeline's signature."""
+    parameters = pipeline.parameters_model
+    required = any(field.is_required() for field in parameters.model_fields.values())
+    default: Any = Field(
+        ... if required else None,
+        description=f"Parameters of the `{pipeline.name}` pipeline.",
+    )
+    annotation: Any = parameters if required else parameters | None
+    return create_model(
+        "InvokeRequest", __base__=InvokeRequestBase, parameters=(annotation, default)
+    )
+
+
+class AcceptedRun(BaseModel):
+    """A run that exists durably on the Temporal server; poll `location`."""
+
+    run_id: str
+    status: RunStatus = "queued"
+    created_at: datetime
+    location: str
+
+
+class InvokeMetadata(BaseModel):
+    run_id: str
+    run_name: str | None
+    pipeline_name: str
+    deployment_name: str
+    parameters_used: dict[str, Any]
+    status: RunStatus
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class InvokeResponse(BaseModel):
+    """ZenML-shaped answer of a sync invocation; a run that ended badly still answers
+    200 with `success: false` and `metadata.status` saying how it ended."""
+
+    success: bool
+    outputs: dict[str, Any] | None
+    execution_time: float | None = Field(
+        None, description="Seconds from acceptance to the run's end."
+    )
+    metadata: InvokeMetadata
+    error: str | None = None
+
+
+class RunProgress(BaseModel):
+    step: str | None = Field(None, description="The step running now, if any.")
+    steps_completed: int = 0
+    steps_total: int | None = None
+    fraction: float | None = Field(None, ge=0, le=1)
+    message: str | None = None
+
+
+class RunError(BaseModel):
+    type: str = Field(description="The exception type the pipeline raised, or a warmrun reason.")
+    message: str
+
+
+class RunLinks(BaseModel):
+    self: str
+    cancel: str
+    temporal_ui: str
+
+
+class RunResource(BaseModel):
+    run_id: str
+    run_name: str | None
+    pipeline_name: str
+    deployment_name: str
+    status: RunStatus
+    created_at: datetime | None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempt: int = Field(0, description="Attempt of the pipeline's execution (0: not started).")
+    cancel_requested: bool = False
+    progress: RunProgress | None = None
+    outputs: dict[str, Any] | None = None
+    error: RunError | None = None
+    links: RunLinks
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    ready: bool
+    temporal: bool = Field(description="The Temporal server answers.")
+    worker: bool | None = Field(description="This process's worker is polling (null: API-only).")
+
+
+class DeploymentInfo(BaseModel):
+    pipeline_name: str
+    deployment_name: str
+    task_queue: str
+    namespace: str
+    parameters_schema: dict[str, Any]
+    outputs_schema: dict[str, Any] | None
+    max_concurrent_runs: int
+    default_timeout: float
+    max_timeout: float
+    heartbeat_timeout: float
+    versions: dict[str, str]

@@ -1,0 +1,144 @@
+"""Errors as `application/problem+json` (RFC 9457), each with a stable `code`.
+
+Every error a client can cause maps to a 4xx here; Temporal being unreachable is a
+503 with `Retry-After`. Anything else is a bug and still answers problem+json.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.service import RPCError, RPCStatusCode
+
+PROBLEM_JSON = "application/problem+json"
+TEMPORAL_RETRY_AFTER = 5
+
+logger = logging.getLogger(__name__)
+
+_CODES_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class Problem(Exception):
+    """An error answer; raise it from a route and the handler renders it."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        title: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.title = title or code.replace("_", " ").capitalize()
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def problem_response(problem: Problem, request: Request | None = None) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"urn:warmrun:problem:{problem.code}",
+        "title": problem.title,
+        "status": problem.status,
+        "code": problem.code,
+        "detail": problem.detail,
+    }
+    if request is not None:
+        body["instance"] = request.url.path
+    body.update(jsonable_encoder(problem.extra))
+    return JSONResponse(
+        body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM_JSON
+    )
+
+
+def validation_problem(errors: list[dict[str, Any]]) -> Problem:
+    """422 listing each bad field as `{"loc", "msg", "type"}`."""
+    fields = [
+        {
+            "loc": list(error.get("loc", ())),
+            "msg": error.get("msg", ""),
+            "type": error.get("type", ""),
+        }
+        for error in errors
+    ]
+    where = ", ".join(".".join(str(part) for part in field["loc"]) for field in fields)
+    return Problem(
+        422,
+        "validation_error",
+        f"the request is not valid: {where}" if where else "the request is not valid",
+        title="Request validation failed",
+        errors=fields,
+    )
+
+
+async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
+    return problem_response(exc, request)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if any(error.get("type") == "json_invalid" for error in errors):
+        problem = Problem(
+            400, "malformed_json", "the request body is not valid JSON", title="Malformed JSON"
+        )
+        return problem_response(problem, request)
+    return problem_response(validation_problem(errors), request)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _CODES_BY_STATUS.get(exc.status_code, f"http_{exc.status_code}")
+    problem = Problem(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
+    return problem_response(problem, request)
+
+
+async def _on_rpc_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RPCError)
+    if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+        problem = Problem(
+            503,
+            "temporal_unavailable",
+            f"the Temporal server cannot be reached: {exc.message}",
+            headers={"Retry-After": str(TEMPORAL_RETRY_AFTER)},
+        )
+        return problem_response(problem, request)
+    logger.exception("Temporal answered %s", exc.status, exc_info=exc)
+    return problem_response(
+        Problem(502, "temporal_error", f"Temporal answered: {exc.message}"), request
+    )
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(
+        Problem(500, "internal_error", "an unexpected error occurred; see the server log"), request
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(RPCError, _on_rpc_error)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,65 @@
+"""Service routes: liveness, readiness, what this deployment serves."""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+from datetime import timedelta
+
+import temporalio
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from warmrun import __version__
+from warmrun.api.dependencies import DeploymentDep
+from warmrun.api.models import DeploymentInfo, Health, Readiness
+
+router = APIRouter(tags=["service"])
+
+READINESS_TIMEOUT = timedelta(seconds=2)
+
+
+@router.get("/health", response_model=Health)
+async def health() -> Health:
+    """The process is alive (it does not look at Temporal)."""
+    return Health()
+
+
+@router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+async def ready(deployment: DeploymentDep) -> Readiness | JSONResponse:
+    """Temporal answers and, unless this process is API-only, its worker is polling."""
+    try:
+        temporal = await asyncio.wait_for(
+            deployment.client.service_client.check_health(timeout=READINESS_TIMEOUT),
+            READINESS_TIMEOUT.total_seconds() + 0.5,
+        )
+    except Exception:
+        temporal = False
+    worker = deployment.worker.is_running if deployment.worker is not None else None
+    readiness = Readiness(ready=temporal and worker is not False, temporal=temporal, worker=worker)
+    if not readiness.ready:
+        return JSONResponse(readiness.model_dump(), status_code=503)
+    return readiness
+
+
+@router.get("/info", response_model=DeploymentInfo)
+async def info(deployment: DeploymentDep) -> DeploymentInfo:
+    """The pipeline's parameter and output schemas and where its runs live in Temporal."""
+    pipeline, settings = deployment.pipeline, deployment.settings
+    return DeploymentInfo(
+        pipeline_name=pipeline.name,
+        deployment_name=deployment.name,
+        task_queue=deployment.task_queue,
+        namespace=deployment.namespace,
+        parameters_schema=pipeline.parameters_schema(),
+        outputs_schema=pipeline.outputs_schema(),
+        max_concurrent_runs=settings.max_concurrent_runs,
+        default_timeout=settings.default_timeout,
+        max_timeout=settings.max_timeout,
+        heartbeat_timeout=settings.heartbeat_timeout,
+        versions={
+            "warmrun": __version__,
+            "temporalio": temporalio.__version__,
+            "python": platform.python_version(),
+        },
+    )

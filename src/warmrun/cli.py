@@ -1,0 +1,179 @@
+"""The `warmrun` command: serve a pipeline, or run it with an embedded dev server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from warmrun.api import create_app
+from warmrun.connection import connect
+from warmrun.devserver import DevServer
+from warmrun.pipeline import Pipeline, PipelineLoadError, load_pipeline
+from warmrun.settings import Settings
+from warmrun.worker import running_worker
+
+app = typer.Typer(
+    help="Serve a long-running Python pipeline over HTTP; its runs are Temporal workflows.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+EXAMPLE_FILE = "sentiment.py"
+EXAMPLE_PIPELINE = "sentiment"
+
+
+def bundled_example() -> str:
+    """The example pipeline shipped in the repository's `examples/` folder."""
+    candidates = [
+        Path.cwd() / "examples" / EXAMPLE_FILE,
+        Path(__file__).resolve().parents[2] / "examples" / EXAMPLE_FILE,
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return f"{candidate}:{EXAMPLE_PIPELINE}"
+    raise typer.BadParameter("no pipeline given and the bundled example was not found")
+
+
+PipelineArg = Annotated[str, typer.Argument(help="module:function or path/to/file.py:function")]
+HostOpt = Annotated[str, typer.Option(help="Interface the HTTP API binds to.")]
+PortOpt = Annotated[int, typer.Option(help="Port of the HTTP API.")]
+DeploymentOpt = Annotated[
+    str | None,
+    typer.Option(help="Deployment name (task queue warmrun-<name>) [WARMRUN_DEPLOYMENT]."),
+]
+ConcurrencyOpt = Annotated[
+    int | None, typer.Option(help="Runs executing at once here [WARMRUN_MAX_CONCURRENT_RUNS].")
+]
+HeartbeatOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Seconds before a silent run's worker counts as lost [WARMRUN_HEARTBEAT_TIMEOUT]."
+    ),
+]
+LogLevelOpt = Annotated[str, typer.Option(help="Log level.")]
+
+
+def _settings(**flags: Any) -> Settings:
+    """Environment settings, overridden by the flags that were given."""
+    return Settings(**{name: value for name, value in flags.items() if value is not None})
+
+
+def _load(reference: str) -> Pipeline:
+    try:
+        return load_pipeline(reference)
+    except PipelineLoadError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _serve(pipeline: Pipeline, settings: Settings, host: str, port: int, log_level: str) -> None:
+    if not settings.run_api:
+        asyncio.run(_work_only(pipeline, settings))
+        return
+    config = uvicorn.Config(
+        create_app(pipeline, settings),
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        timeout_graceful_shutdown=int(settings.shutdown_grace) or None,
+    )
+    uvicorn.Server(config).run()
+
+
+async def _work_only(pipeline: Pipeline, settings: Settings) -> None:
+    """Execute runs without serving HTTP, until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    client = await connect()
+    async with running_worker(client, pipeline, settings):
+        await stop.wait()
+
+
+@app.command()
+def serve(
+    pipeline: PipelineArg,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    deployment: DeploymentOpt = None,
+    max_concurrent_runs: ConcurrencyOpt = None,
+    heartbeat_timeout: HeartbeatOpt = None,
+    worker: Annotated[bool, typer.Option(help="Execute runs in this process.")] = True,
+    api: Annotated[bool, typer.Option(help="Serve the HTTP API from this process.")] = True,
+    log_level: LogLevelOpt = "info",
+) -> None:
+    """Serve PIPELINE: HTTP API and Temporal worker in one warm process.
+
+    The Temporal connection comes from TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, … (the
+    SDK's environment configuration); start any number of replicas on one deployment.
+    """
+    _configure_logging(log_level)
+    if not worker and not api:
+        raise typer.BadParameter("--no-worker and --no-api together leave nothing to run")
+    settings = _settings(
+        deployment=deployment,
+        max_concurrent_runs=max_concurrent_runs,
+        heartbeat_timeout=heartbeat_timeout,
+        run_worker=worker,
+        run_api=api,
+    )
+    _serve(_load(pipeline), settings, host, port, log_level)
+
+
+@app.command()
+def dev(
+    pipeline: Annotated[
+        str | None, typer.Argument(help="Pipeline to serve; default: the bundled example.")
+    ] = None,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    temporal_port: Annotated[int, typer.Option(help="gRPC port of the dev server.")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Port of the Temporal UI.")] = 8233,
+    data_dir: Annotated[
+        Path, typer.Option(help="Where the dev server keeps its SQLite file.")
+    ] = Path(".warmrun"),
+    log_level: LogLevelOpt = "info",
+) -> None:
+    """Start an embedded Temporal dev server (UI included) and serve PIPELINE on it."""
+    _configure_logging(log_level)
+    loaded = _load(pipeline or bundled_example())
+    server = DevServer(
+        host="127.0.0.1", port=temporal_port, ui_port=ui_port, db_file=data_dir / "temporal.sqlite"
+    )
+    server.start()
+    try:
+        asyncio.run(server.wait_ready())
+        os.environ["TEMPORAL_ADDRESS"] = server.address
+        settings = _settings(temporal_ui_url=server.ui_url)
+        console.print(
+            f"[bold green]warmrun dev[/bold green] · pipeline [bold]{loaded.name}[/bold]\n"
+            f"  API          http://{host}:{port}  (docs: http://{host}:{port}/docs)\n"
+            f"  Temporal UI  {server.ui_url}\n"
+            f"  Temporal     {server.address}  (SQLite: {server.db_file})\n"
+            f"  try: curl -s -X POST http://{host}:{port}/invoke "
+            "-H 'Content-Type: application/json' -H 'Prefer: respond-async' "
+            "-d '{\"parameters\": {}}'"
+        )
+        _serve(loaded, settings, host, port, log_level)
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    app()

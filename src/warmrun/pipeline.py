@@ -1,0 +1,179 @@
+"""Loading a pipeline and describing it: parameters, outputs, warm hooks.
+
+A pipeline is an ordinary callable. Its signature is the parameter schema (through
+pydantic), its return value becomes `outputs` (always a JSON object), and its module
+may define `init()` and `cleanup(state)` to warm up once per process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import inspect
+import sys
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pydantic_core
+from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
+
+from warmrun.context import RunContext
+
+RESULT_KEY = "result"
+"""Key under which a return value that is not a JSON object is put in `outputs`."""
+
+
+class PipelineLoadError(Exception):
+    """The pipeline reference cannot be loaded or its signature cannot be served."""
+
+
+class InvalidOutputs(Exception):
+    """A pipeline returned something that cannot be sent as JSON."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+    """A loaded pipeline and everything derived from its signature."""
+
+    name: str
+    function: Callable[..., Any]
+    parameters_model: type[BaseModel]
+    context_parameter: str | None = None
+    init: Callable[[], Any] | None = None
+    cleanup: Callable[[Any], Any] | None = None
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.function)
+
+    def parameters_schema(self) -> dict[str, Any]:
+        return self.parameters_model.model_json_schema()
+
+    def outputs_schema(self) -> dict[str, Any] | None:
+        """JSON schema of `outputs`, when the return annotation says what it is."""
+        annotation = _type_hints(self.function).get("return", inspect.Signature.empty)
+        if annotation in (inspect.Signature.empty, Any, None, type(None)):
+            return None
+        schema = TypeAdapter(annotation).json_schema()
+        if schema.get("type") == "object":
+            return schema
+        return {
+            "type": "object",
+            "properties": {RESULT_KEY: schema},
+            "required": [RESULT_KEY],
+        }
+
+    def validate(self, parameters: dict[str, Any]) -> BaseModel:
+        """Validate parameters; raises pydantic's ValidationError with field paths."""
+        return self.parameters_model.model_validate(parameters)
+
+    def arguments(self, parameters: BaseModel, context: RunContext) -> dict[str, Any]:
+        """Keyword arguments for the call: validated values plus the run context."""
+        kwargs = {name: getattr(parameters, name) for name in type(parameters).model_fields}
+        if self.context_parameter:
+            kwargs[self.context_parameter] = context
+        return kwargs
+
+    @staticmethod
+    def to_outputs(value: Any) -> dict[str, Any]:
+        """Turn a return value into the run's `outputs` JSON object."""
+        try:
+            jsonable = pydantic_core.to_jsonable_python(value)
+        except pydantic_core.PydanticSerializationError as err:
+            raise InvalidOutputs(
+                f"the pipeline returned a {type(value).__name__} "
+                f"that is not JSON-serialisable: {err}"
+            ) from None
+        if isinstance(jsonable, dict):
+            return jsonable
+        return {RESULT_KEY: jsonable}
+
+
+def load_pipeline(reference: str) -> Pipeline:
+    """Load `package.module:attribute` or `path/to/file.py:attribute`."""
+    module_ref, _, attribute = reference.rpartition(":")
+    if not module_ref or not attribute:
+        raise PipelineLoadError(
+            f"pipeline reference {reference!r} must look like 'module:function' "
+            "or 'path/to/file.py:function'"
+        )
+    module = _import(module_ref)
+    try:
+        function = getattr(module, attribute)
+    except AttributeError:
+        raise PipelineLoadError(f"{module_ref!r} has no attribute {attribute!r}") from None
+    if not callable(function):
+        raise PipelineLoadError(f"{reference!r} is not callable")
+    model, context_parameter = _parameters_model(attribute, function)
+    return Pipeline(
+        name=attribute,
+        function=function,
+        parameters_model=model,
+        context_parameter=context_parameter,
+        init=_hook(module, "init"),
+        cleanup=_hook(module, "cleanup"),
+    )
+
+
+def _import(module_ref: str) -> Any:
+    if module_ref.endswith(".py") or "/" in module_ref:
+        path = Path(module_ref).resolve()
+        if not path.is_file():
+            raise PipelineLoadError(f"no such pipeline file: {path}")
+        # The file's folder goes on sys.path so that the pipeline can import its siblings.
+        sys.path.insert(0, str(path.parent))
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None:
+            raise PipelineLoadError(f"cannot import {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+        return module
+    try:
+        return importlib.import_module(module_ref)
+    except ModuleNotFoundError as err:
+        raise PipelineLoadError(f"cannot import module {module_ref!r}: {err}") from None
+
+
+def _hook(module: Any, name: str) -> Callable[..., Any] | None:
+    hook = getattr(module, name, None)
+    return hook if callable(hook) else None
+
+
+def _type_hints(function: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(function)
+    except Exception as err:  # unresolved forward references, mostly
+        raise PipelineLoadError(f"cannot resolve the type hints of {function!r}: {err}") from None
+
+
+def _parameters_model(
+    name: str, function: Callable[..., Any]
+) -> tuple[type[BaseModel], str | None]:
+    hints = _type_hints(function)
+    fields: dict[str, Any] = {}
+    context_parameter = None
+    for parameter in inspect.signature(function).parameters.values():
+        annotation = hints.get(parameter.name, Any)
+        if annotation is RunContext:
+            context_parameter = parameter.name
+            continue
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise PipelineLoadError(
+                f"pipeline {name!r} takes *{parameter.name}; parameters must be named"
+            )
+        if parameter.kind is parameter.POSITIONAL_ONLY:
+            raise PipelineLoadError(
+                f"pipeline {name!r} has positional-only parameter {parameter.name!r}"
+            )
+        default = ... if parameter.default is parameter.empty else parameter.default
+        fields[parameter.name] = (annotation, default)
+    title = "".join(part.capitalize() for part in name.split("_")) + "Parameters"
+    try:
+        model = create_model(title, __config__=ConfigDict(extra="forbid"), **fields)
+    except Exception as err:
+        raise PipelineLoadError(f"cannot build a parameter schema for {name!r}: {err}") from None
+    return model, context_parameter

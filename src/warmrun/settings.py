@@ -1,0 +1,50 @@
+"""Deployment settings, from `WARMRUN_*` environment variables (SPEC §5).
+
+The Temporal connection is not configured here: it comes from the SDK's own
+environment configuration (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, profiles, TLS,
+API keys), so the dev server, a self-hosted cluster and Temporal Cloud work unchanged.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WARMRUN_", extra="ignore")
+
+    deployment: str | None = Field(
+        None,
+        description="Deployment name (task queue `warmrun-<name>`); default: the pipeline's name.",
+    )
+    max_concurrent_runs: PositiveInt = Field(
+        8, description="Runs executing at once in one process; more wait as `queued`."
+    )
+    default_timeout: PositiveFloat = Field(3600.0, description="Run budget (s) when none is asked.")
+    max_timeout: PositiveFloat = Field(
+        86400.0, description="Largest run budget (s) a caller may ask."
+    )
+    heartbeat_timeout: PositiveFloat = Field(
+        30.0, description="Seconds without a heartbeat before a run's worker counts as lost."
+    )
+    max_attempts: PositiveInt = Field(
+        5, description="Attempts of a run whose worker is lost (infrastructure retries)."
+    )
+    cancel_grace: PositiveFloat = Field(
+        60.0, description="Seconds a cancelled or timed-out pipeline gets to stop."
+    )
+    progress_interval: PositiveFloat = Field(
+        1.0, description="Least seconds between two progress updates sent to Temporal by a run."
+    )
+    shutdown_grace: float = Field(
+        30.0, ge=0, description="Seconds in-flight runs get to finish on SIGTERM."
+    )
+    temporal_ui_url: str = Field(
+        "http://localhost:8233", description="Base URL of the Temporal UI, for links."
+    )
+    run_worker: bool = Field(True, description="Execute runs in this process.")
+    run_api: bool = Field(True, description="Serve the HTTP API from this process.")
+
+    def deployment_name(self, pipeline_name: str) -> str:
+        return self.deployment or pipeline_name

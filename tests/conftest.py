@@ -1,0 +1,125 @@
+"""One real Temporal dev server for the whole session; deployments served for real.
+
+Each deployment is a real uvicorn server on a loopback port running the real app
+(API + Temporal worker in one event loop), exactly as `warmrun serve` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from temporalio.client import Client
+
+from warmrun.api import create_app
+from warmrun.devserver import DevServer, free_port
+from warmrun.pipeline import load_pipeline
+from warmrun.settings import Settings
+
+PIPELINES = Path(__file__).parent / "pipelines.py"
+
+# Short timeouts keep failure-detection tests fast.
+TEST_SETTINGS: dict[str, Any] = {
+    "heartbeat_timeout": 3.0,
+    "cancel_grace": 10.0,
+    "shutdown_grace": 0.0,
+    "progress_interval": 0.2,
+}
+
+
+@pytest.fixture(scope="session")
+async def dev_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DevServer]:
+    server = DevServer(
+        port=free_port(),
+        ui_port=None,
+        log_level="error",
+        db_file=tmp_path_factory.mktemp("temporal") / "temporal.sqlite",
+    )
+    async with server:
+        os.environ["TEMPORAL_ADDRESS"] = server.address
+        yield server
+
+
+@pytest.fixture(scope="session")
+async def temporal_client(dev_server: DevServer) -> Client:
+    return await Client.connect(dev_server.address)
+
+
+ServeFn = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@pytest.fixture(scope="session")
+def serve(temporal_client: Client) -> ServeFn:
+    """`async with serve("sleepy", deployment=...) as http:` a live deployment."""
+
+    @asynccontextmanager
+    async def serving(pipeline: str, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+        app = create_app(
+            load_pipeline(f"{PIPELINES}:{pipeline}"),
+            Settings(**{**TEST_SETTINGS, **settings}),
+            client=temporal_client,
+        )
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        )
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        serving_task = asyncio.create_task(server.serve())
+        while not server.started:
+            if serving_task.done():
+                serving_task.result()
+            await asyncio.sleep(0.02)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+                yield http
+        finally:
+            server.should_exit = True
+            await serving_task
+
+    return serving
+
+
+@pytest.fixture(scope="session")
+async def sleepy(serve: ServeFn) -> AsyncIterator[httpx.AsyncClient]:
+    """The main test deployment: a sync pipeline run in the thread pool."""
+    async with serve("sleepy", deployment="sleepy") as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+async def async_sleepy(serve: ServeFn) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve("async_sleepy", deployment="async-sleepy") as http:
+        yield http
+
+
+async def wait_for_status(
+    http: httpx.AsyncClient,
+    run_id: str,
+    statuses: set[str],
+    timeout: float = 30.0,
+    until: Callable[[dict[str, Any]], bool] | None = None,
+) -> dict[str, Any]:
+    """Poll `GET /runs/{id}` until the run is in one of `statuses` (and `until` holds)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    run: dict[str, Any] = {}
+    while asyncio.get_running_loop().time() < deadline:
+        answer = await http.get(f"/runs/{run_id}")
+        assert answer.status_code == 200, answer.text
+        run = answer.json()
+        if run["status"] in statuses and (until is None or until(run)):
+            return run
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"run {run_id} never reached {statuses}; last seen: {run}")
+
+
+async def submit(http: httpx.AsyncClient, parameters: dict[str, Any], **body: Any) -> str:
+    answer = await http.post("/invoke", json={"parameters": parameters, "async": True, **body})
+    assert answer.status_code == 202, answer.text
+    return answer.json()["run_id"]

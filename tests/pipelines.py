@@ -1,0 +1,57 @@
+"""Pipelines the tests deploy: small, controllable, honest about when they stop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+from warmrun import RunContext
+
+
+def init() -> dict:
+    """Warm state: a token that differs for every call, so tests can count warm-ups."""
+    return {"token": uuid.uuid4().hex}
+
+
+def sleepy(
+    ctx: RunContext,
+    seconds: float = 0.0,
+    steps: int = 1,
+    fail: str | None = None,
+    marker: str | None = None,
+    check_every: float = 0.02,
+) -> dict:
+    """Sleep `seconds` over `steps` named steps, checking for cancellation every
+    `check_every` seconds; write the time the code stopped to `marker`."""
+    ctx.steps_total = steps
+    try:
+        for index in range(steps):
+            with ctx.step(f"step-{index + 1}"):
+                deadline = time.monotonic() + seconds / steps
+                while time.monotonic() < deadline:
+                    ctx.check_cancelled()
+                    time.sleep(min(check_every, max(deadline - time.monotonic(), 0)))
+        if fail:
+            raise ValueError(fail)
+        return {"steps": steps, "warm_token": ctx.state["token"], "run_id": ctx.run_id}
+    finally:
+        if marker:
+            Path(marker).write_text(repr(time.time()))
+
+
+async def async_sleepy(ctx: RunContext, seconds: float = 0.0, marker: str | None = None) -> dict:
+    """An `async def` pipeline: cancellation interrupts it at its `await`."""
+    try:
+        with ctx.step("sleep"):
+            await asyncio.sleep(seconds)
+        return {"slept": seconds, "run_id": ctx.run_id}
+    finally:
+        if marker:
+            Path(marker).write_text(repr(time.time()))  # noqa: ASYNC240 - tiny, on purpose
+
+
+def returns_a_number(scale: int = 2) -> int:
+    """Its bare return value is wrapped under `result` in `outputs`."""
+    return 21 * scale

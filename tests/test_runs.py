@@ -1,0 +1,167 @@
+"""GET /runs/{id} and DELETE /runs/{id}: status, progress, timing, cancel, timeout."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+from temporalio.client import Client
+
+from conftest import submit, wait_for_status
+
+
+async def test_progress_is_visible_while_the_run_is_running(sleepy: httpx.AsyncClient) -> None:
+    run_id = await submit(sleepy, {"seconds": 3, "steps": 3})
+
+    run = await wait_for_status(
+        sleepy, run_id, {"running"}, until=lambda run: run["progress"]["steps_completed"] >= 1
+    )
+
+    progress = run["progress"]
+    assert progress["steps_total"] == 3
+    assert progress["step"] in {"step-2", "step-3"}
+    assert 0 < progress["fraction"] < 1
+    done = await wait_for_status(sleepy, run_id, {"succeeded"})
+    assert done["progress"]["steps_completed"] == 3
+    assert done["progress"]["fraction"] == 1.0
+
+
+async def test_timing_fields_are_ordered_and_filled_as_the_run_advances(
+    sleepy: httpx.AsyncClient,
+) -> None:
+    run_id = await submit(sleepy, {"seconds": 0.5})
+    running = await wait_for_status(sleepy, run_id, {"running"})
+    assert running["finished_at"] is None
+    assert running["attempt"] == 1
+
+    done = await wait_for_status(sleepy, run_id, {"succeeded"})
+    created, started, finished = (
+        datetime.fromisoformat(done[field]) for field in ("created_at", "started_at", "finished_at")
+    )
+    assert created <= started < finished
+    assert (finished - started).total_seconds() >= 0.5
+
+
+async def test_timeout_ends_the_run_timed_out_and_the_pipeline_stops(
+    sleepy: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    marker = tmp_path / "stopped"
+    run_id = await submit(sleepy, {"seconds": 60, "marker": str(marker)}, timeout=1)
+
+    run = await wait_for_status(sleepy, run_id, {"timed_out", "failed", "succeeded"})
+
+    assert run["status"] == "timed_out"
+    assert run["error"]["type"] == "RunTimedOut"
+    assert marker.exists(), "the pipeline was still running when the run was reported"
+    elapsed = datetime.fromisoformat(run["finished_at"]) - datetime.fromisoformat(run["created_at"])
+    assert elapsed.total_seconds() < 10
+
+
+async def test_sync_invoke_with_timeout_reports_timed_out(sleepy: httpx.AsyncClient) -> None:
+    answer = await sleepy.post("/invoke", json={"parameters": {"seconds": 60}, "timeout": 0.5})
+
+    body = answer.json()
+    assert answer.status_code == 200
+    assert body["success"] is False
+    assert body["metadata"]["status"] == "timed_out"
+    assert "RunTimedOut" in body["error"]
+
+
+async def test_cancel_waits_for_the_pipeline_to_stop(
+    sleepy: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    marker = tmp_path / "stopped"
+    # The pipeline looks at cancellation only every 1.5 s: it must be waited for.
+    run_id = await submit(sleepy, {"seconds": 60, "marker": str(marker), "check_every": 1.5})
+    await wait_for_status(sleepy, run_id, {"running"})
+
+    answer = await sleepy.delete(f"/runs/{run_id}")
+
+    assert answer.status_code == 202
+    assert answer.json()["cancel_requested"] is True
+    assert answer.json()["status"] == "running"
+    while not marker.exists():
+        run = (await sleepy.get(f"/runs/{run_id}")).json()
+        assert run["status"] != "cancelled", "reported cancelled before the pipeline stopped"
+        await asyncio.sleep(0.05)
+    run = await wait_for_status(sleepy, run_id, {"cancelled"})
+    stopped_at = float(marker.read_text())
+    assert datetime.fromisoformat(run["finished_at"]).timestamp() >= stopped_at
+    assert run["cancel_requested"] is True
+    assert run["error"] is None
+
+
+async def test_cancel_interrupts_an_async_pipeline_at_its_await(
+    async_sleepy: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    marker = tmp_path / "stopped"
+    run_id = await submit(async_sleepy, {"seconds": 60, "marker": str(marker)})
+    await wait_for_status(async_sleepy, run_id, {"running"})
+
+    assert (await async_sleepy.delete(f"/runs/{run_id}")).status_code == 202
+
+    await wait_for_status(async_sleepy, run_id, {"cancelled"}, timeout=15)
+    assert marker.exists()
+
+
+async def test_cancel_of_a_finished_run_is_409_with_the_run(sleepy: httpx.AsyncClient) -> None:
+    answer = await sleepy.post("/invoke", json={"parameters": {}})
+    run_id = answer.headers["X-Run-Id"]
+
+    cancel = await sleepy.delete(f"/runs/{run_id}")
+
+    assert cancel.status_code == 409
+    assert cancel.json()["status"] == "succeeded"
+    assert cancel.json()["run_id"] == run_id
+
+
+async def test_unknown_run_is_404_problem(sleepy: httpx.AsyncClient) -> None:
+    for method in ("GET", "DELETE"):
+        answer = await sleepy.request(method, "/runs/no-such-run")
+        assert answer.status_code == 404
+        assert answer.headers["Content-Type"] == "application/problem+json"
+        assert answer.json()["code"] == "run_not_found"
+
+
+async def test_other_deployments_and_other_workflows_are_404(
+    sleepy: httpx.AsyncClient, async_sleepy: httpx.AsyncClient, temporal_client: Client
+) -> None:
+    other_run = await submit(async_sleepy, {})
+    foreign = await temporal_client.start_workflow(
+        "SomeoneElsesWorkflow", id="not-a-pipeline-run", task_queue="warmrun-sleepy"
+    )
+    try:
+        assert (await sleepy.get(f"/runs/{other_run}")).status_code == 404
+        assert (await sleepy.delete(f"/runs/{other_run}")).status_code == 404
+        assert (await sleepy.get("/runs/not-a-pipeline-run")).status_code == 404
+        assert (await async_sleepy.get(f"/runs/{other_run}")).status_code == 200
+    finally:
+        await foreign.terminate()
+
+
+async def test_status_is_readable_while_no_worker_runs(serve) -> None:
+    async with serve("sleepy", deployment="no-worker-yet", run_worker=False) as http:
+        answer = await http.post("/invoke", json={"parameters": {}, "async": True})
+        assert answer.status_code == 202
+        run = (await http.get(answer.headers["Location"])).json()
+
+        assert run["status"] == "queued"
+        assert run["started_at"] is None
+        assert run["attempt"] == 0
+        assert (await http.get("/ready")).json()["worker"] is None
+
+        cancel = await http.delete(answer.headers["Location"])
+        assert cancel.status_code == 202
+        assert cancel.json()["cancel_requested"] is True
+
+
+async def test_warm_init_runs_once_for_many_runs(sleepy: httpx.AsyncClient) -> None:
+    answers = await asyncio.gather(
+        *(sleepy.post("/invoke", json={"parameters": {"seconds": 0.2}}) for _ in range(6))
+    )
+
+    tokens = {answer.json()["outputs"]["warm_token"] for answer in answers}
+    assert len(tokens) == 1
+    assert len({answer.headers["X-Run-Id"] for answer in answers}) == 6
