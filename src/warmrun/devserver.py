@@ -7,6 +7,7 @@ Used by `warmrun dev`, the test suite and the benchmarks. The binary is the one 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import shutil
 import signal
@@ -40,6 +41,15 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """Linux: the dev server gets SIGTERM if warmrun dies without stopping it."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 class DevServer:
@@ -99,7 +109,10 @@ class DevServer:
         if self._process and self._process.poll() is None:
             return
         self._process = subprocess.Popen(
-            self.command(), stdin=subprocess.DEVNULL, start_new_session=True
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches warmrun, which then stops the server
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
 
     async def wait_ready(self, timeout: float = 30.0) -> None:

@@ -1,4 +1,4 @@
-"""The `warmrun` command: serve a pipeline, or run it with an embedded dev server."""
+"""`warmrun serve` and `warmrun dev`: the server side of the command line."""
 
 from __future__ import annotations
 
@@ -20,11 +20,6 @@ from warmrun.pipeline import Pipeline, PipelineLoadError, load_pipeline
 from warmrun.settings import Settings
 from warmrun.worker import running_worker
 
-app = typer.Typer(
-    help="Serve a long-running Python pipeline over HTTP; its runs are Temporal workflows.",
-    no_args_is_help=True,
-    add_completion=False,
-)
 console = Console(stderr=True)
 
 EXAMPLE_FILE = "sentiment.py"
@@ -35,7 +30,7 @@ def bundled_example() -> str:
     """The example pipeline shipped in the repository's `examples/` folder."""
     candidates = [
         Path.cwd() / "examples" / EXAMPLE_FILE,
-        Path(__file__).resolve().parents[2] / "examples" / EXAMPLE_FILE,
+        Path(__file__).resolve().parents[3] / "examples" / EXAMPLE_FILE,
     ]
     for candidate in candidates:
         if candidate.is_file():
@@ -81,7 +76,14 @@ def _configure_logging(level: str) -> None:
     )
 
 
+def _exit_after_graceful_shutdown(signum: int, frame: object) -> None:
+    """uvicorn shuts down gracefully on SIGTERM, then re-raises the signal: end the
+    process with a clean exit (running `finally` blocks) instead of dying of it."""
+    raise SystemExit(0)
+
+
 def _serve(pipeline: Pipeline, settings: Settings, host: str, port: int, log_level: str) -> None:
+    signal.signal(signal.SIGTERM, _exit_after_graceful_shutdown)
     if not settings.run_api:
         asyncio.run(_work_only(pipeline, settings))
         return
@@ -106,7 +108,6 @@ async def _work_only(pipeline: Pipeline, settings: Settings) -> None:
         await stop.wait()
 
 
-@app.command()
 def serve(
     pipeline: PipelineArg,
     host: HostOpt = "127.0.0.1",
@@ -136,7 +137,6 @@ def serve(
     _serve(_load(pipeline), settings, host, port, log_level)
 
 
-@app.command()
 def dev(
     pipeline: Annotated[
         str | None, typer.Argument(help="Pipeline to serve; default: the bundled example.")
@@ -173,7 +173,3 @@ def dev(
         _serve(loaded, settings, host, port, log_level)
     finally:
         server.stop()
-
-
-if __name__ == "__main__":
-    app()

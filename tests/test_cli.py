@@ -1,0 +1,76 @@
+"""`warmrun dev` and `warmrun serve` as a user runs them: real processes, real ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from warmrun.devserver import free_port
+
+WARMRUN = str(Path(sys.executable).parent / "warmrun")
+
+
+def wait_until_ready(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"warmrun exited with {process.returncode}"
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} never became ready")
+
+
+@contextmanager
+def running(command: list[str], cwd: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_dev_serves_the_bundled_example_with_the_temporal_ui(tmp_path: Path) -> None:
+    port, temporal_port, ui_port = free_port(), free_port(), free_port()
+    command = [
+        WARMRUN,
+        "dev",
+        "--port",
+        str(port),
+        "--temporal-port",
+        str(temporal_port),
+        "--ui-port",
+        str(ui_port),
+        "--data-dir",
+        str(tmp_path / ".warmrun"),
+    ]
+    root = Path(__file__).resolve().parents[1]
+    with running(command, cwd=root, env={**os.environ, "TEMPORAL_ADDRESS": ""}) as process:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(url, process)
+
+        answer = httpx.post(f"{url}/invoke", json={"parameters": {"step_seconds": 0}}, timeout=30)
+        assert answer.status_code == 200
+        assert answer.json()["success"] is True
+        assert answer.json()["metadata"]["pipeline_name"] == "sentiment"
+        assert httpx.get(f"http://127.0.0.1:{ui_port}/", timeout=10).status_code == 200
+        assert (tmp_path / ".warmrun" / "temporal.sqlite").exists()
+        assert process.poll() is None
+    assert process.returncode == 0
