@@ -55,3 +55,18 @@ async def async_sleepy(ctx: RunContext, seconds: float = 0.0, marker: str | None
 def returns_a_number(scale: int = 2) -> int:
     """Its bare return value is wrapped under `result` in `outputs`."""
     return 21 * scale
+
+
+def unserialisable() -> dict:
+    """Returns something JSON cannot carry: the run must fail, not hang."""
+    return {"handle": object()}
+
+
+def big_output(size: int = 1_500_000) -> dict:
+    """Returns `size` characters: over Temporal's payload limit when large."""
+    return {"blob": "x" * size}
+
+
+def echo(text: str = "", count: int = 0, flag: bool = False) -> dict:
+    """A fast pipeline for fuzzing the API."""
+    return {"text": text, "count": count, "flag": flag}

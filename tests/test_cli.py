@@ -18,12 +18,17 @@ from warmrun.devserver import free_port
 WARMRUN = str(Path(sys.executable).parent / "warmrun")
 
 
-def wait_until_ready(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
+def wait_until_ready(
+    url: str,
+    process: subprocess.Popen,
+    timeout: float = 60,
+    headers: dict[str, str] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, f"warmrun exited with {process.returncode}"
         try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/ready", headers=headers, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

@@ -78,18 +78,29 @@ class Pipeline:
         return kwargs
 
     @staticmethod
-    def to_outputs(value: Any) -> dict[str, Any]:
-        """Turn a return value into the run's `outputs` JSON object."""
+    def to_outputs(value: Any, max_bytes: int | None = None) -> dict[str, Any]:
+        """Turn a return value into the run's `outputs` JSON object.
+
+        Checked here, in the worker, so that an output Temporal would refuse (over its
+        payload limit) fails the run with a clear error instead of leaving it stuck.
+        """
         try:
             jsonable = pydantic_core.to_jsonable_python(value)
-        except pydantic_core.PydanticSerializationError as err:
+            if not isinstance(jsonable, dict):
+                jsonable = {RESULT_KEY: jsonable}
+            size = len(pydantic_core.to_json(jsonable))
+        except (pydantic_core.PydanticSerializationError, ValueError) as err:
             raise InvalidOutputs(
                 f"the pipeline returned a {type(value).__name__} "
                 f"that is not JSON-serialisable: {err}"
             ) from None
-        if isinstance(jsonable, dict):
-            return jsonable
-        return {RESULT_KEY: jsonable}
+        if max_bytes is not None and size > max_bytes:
+            raise InvalidOutputs(
+                f"the pipeline's outputs take {size} bytes as JSON, over the limit of "
+                f"{max_bytes} (WARMRUN_MAX_OUTPUT_BYTES); store large results elsewhere "
+                "and return a reference"
+            )
+        return jsonable
 
 
 def load_pipeline(reference: str) -> Pipeline:

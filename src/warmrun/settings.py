@@ -21,6 +21,10 @@ class Settings(BaseSettings):
     max_concurrent_runs: PositiveInt = Field(
         8, description="Runs executing at once in one process; more wait as `queued`."
     )
+    max_pending_runs: PositiveInt = Field(
+        1000,
+        description="Queued + running runs of the deployment (all replicas) before 429.",
+    )
     default_timeout: PositiveFloat = Field(3600.0, description="Run budget (s) when none is asked.")
     max_timeout: PositiveFloat = Field(
         86400.0, description="Largest run budget (s) a caller may ask."
@@ -40,6 +44,21 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(
         30.0, ge=0, description="Seconds in-flight runs get to finish on SIGTERM."
     )
+    max_body_bytes: PositiveInt = Field(
+        1024 * 1024, description="Largest request body in bytes (413 above)."
+    )
+    max_output_bytes: PositiveInt = Field(
+        1024 * 1024,
+        description="Largest JSON `outputs` in bytes; Temporal refuses payloads over 2 MB.",
+    )
+    auth_token: str | None = Field(
+        None, description="Bearer token(s), comma-separated; unset: no auth (warned at start)."
+    )
+    idempotency_retention: PositiveFloat = Field(
+        86400.0,
+        description="Seconds an Idempotency-Key keeps naming its run after the run ended "
+        "(also bounded by the namespace's retention).",
+    )
     temporal_ui_url: str = Field(
         "http://localhost:8233", description="Base URL of the Temporal UI, for links."
     )
@@ -48,3 +67,8 @@ class Settings(BaseSettings):
 
     def deployment_name(self, pipeline_name: str) -> str:
         return self.deployment or pipeline_name
+
+    def auth_tokens(self) -> list[str]:
+        if not self.auth_token:
+            return []
+        return [token.strip() for token in self.auth_token.split(",") if token.strip()]

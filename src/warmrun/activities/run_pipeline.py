@@ -97,7 +97,7 @@ class PipelineActivities:
             heartbeats.cancel()
 
         try:
-            outputs = self._pipeline.to_outputs(value)
+            outputs = self._pipeline.to_outputs(value, self._settings.max_output_bytes)
         except InvalidOutputs as err:
             raise ApplicationError(
                 str(err), type=INVALID_OUTPUTS_ERROR, non_retryable=True

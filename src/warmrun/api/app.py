@@ -5,12 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from temporalio.client import Client
 
 from warmrun import __version__
 from warmrun.api import invoke, runs, service
+from warmrun.api.auth import Authenticated
+from warmrun.api.backpressure import Backlog
+from warmrun.api.body_limit import BodyLimitMiddleware
 from warmrun.api.dependencies import Deployment
 from warmrun.api.models import invoke_request_model
 from warmrun.api.problems import install_problem_handlers
@@ -18,6 +24,7 @@ from warmrun.connection import connect
 from warmrun.pipeline import Pipeline
 from warmrun.settings import Settings
 from warmrun.worker import running_worker
+from warmrun.workflows.contract import task_queue_for
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +35,21 @@ def create_app(
     """Build the deployment's app. Its lifespan connects to Temporal (unless a client is
     given), warms the pipeline up and runs the worker; shutdown drains the worker."""
     settings = settings or Settings()
+    deployment_name = settings.deployment_name(pipeline.name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.auth_tokens():
+            logger.warning(
+                "WARMRUN_AUTH_TOKEN is not set: anyone who can reach this port can start runs"
+            )
         temporal = client or await connect()
-        deployment = Deployment(pipeline=pipeline, settings=settings, client=temporal)
+        deployment = Deployment(
+            pipeline=pipeline,
+            settings=settings,
+            client=temporal,
+            backlog=Backlog(temporal, task_queue_for(deployment_name), settings.max_pending_runs),
+        )
         async with AsyncExitStack() as stack:
             if settings.run_worker:
                 deployment.worker = await stack.enter_async_context(
@@ -52,13 +69,44 @@ def create_app(
         title=f"warmrun · {pipeline.name}",
         version=__version__,
         description=(
-            f"Runs of the `{pipeline.name}` pipeline. Each run is a Temporal `PipelineRun` "
-            "workflow whose workflow ID is the run_id."
+            f"Runs of the `{pipeline.name}` pipeline (deployment `{deployment_name}`). Each "
+            "run is a Temporal `PipelineRun` workflow whose workflow ID is the run_id."
         ),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_problem_handlers(app)
-    app.include_router(invoke.invoke_router(invoke_request_model(pipeline)))
+    app.include_router(invoke.invoke_router(invoke_request_model(pipeline, settings.max_timeout)))
     app.include_router(runs.router)
     app.include_router(service.router)
+    app.include_router(service.protected)
+    _add_docs(app, auth=bool(settings.auth_tokens()))
     return app
+
+
+def _add_docs(app: FastAPI, *, auth: bool) -> None:
+    """`/openapi.json` and `/docs` behind the same auth as the API; without auth the
+    spec does not claim a security scheme the server does not enforce."""
+    spec: dict[str, Any] = {}
+
+    def openapi_spec() -> dict[str, Any]:
+        if not spec:
+            spec.update(app.openapi())
+            if not auth:
+                spec.get("components", {}).pop("securitySchemes", None)
+                for path in spec.get("paths", {}).values():
+                    for operation in path.values():
+                        operation.pop("security", None)
+                        operation.get("responses", {}).pop("401", None)
+        return spec
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Authenticated])
+    async def openapi() -> dict[str, Any]:
+        return openapi_spec()
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Authenticated])
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} · docs")

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from warmrun.api.backpressure import Backlog
 from warmrun.pipeline import Pipeline
 from warmrun.settings import Settings
 from warmrun.workflows.contract import task_queue_for
@@ -21,6 +22,7 @@ class Deployment:
     pipeline: Pipeline
     settings: Settings
     client: Client
+    backlog: Backlog
     worker: Worker | None = None
 
     @property

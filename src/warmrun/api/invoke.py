@@ -5,89 +5,34 @@ start-up and FastAPI must see it as a real object in the route's signature.
 """
 
 import asyncio
-import json
-import secrets
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
-from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowFailureError
 
+from warmrun.api import idempotency
+from warmrun.api.auth import Authenticated
 from warmrun.api.dependencies import Deployment, DeploymentDep
 from warmrun.api.models import AcceptedRun, InvokeMetadata, InvokeRequestBase, InvokeResponse
 from warmrun.api.prefer import Preferences, parse_prefer
-from warmrun.api.problems import validation_problem
+from warmrun.api.problems import problem_responses
+from warmrun.api.run_start import StartedRun, start_run
 from warmrun.api.run_state import run_ending
-from warmrun.workflows import PipelineRun
-from warmrun.workflows.contract import PipelineRunInput, PipelineRunResult
+from warmrun.workflows.contract import PipelineRunResult
 
-STATIC_DETAILS_LIMIT = 4000
-"""Characters of the parameters shown in the Temporal UI's details of a run."""
-
-
-@dataclass
-class StartedRun:
-    run_id: str
-    created_at: datetime
-    parameters: dict[str, Any]
-    handle: WorkflowHandle[PipelineRun, PipelineRunResult]
-
-    @property
-    def location(self) -> str:
-        return f"/runs/{self.run_id}"
-
-
-def new_run_id() -> str:
-    """URL-safe and unguessable: knowing one run's id tells nothing of another's."""
-    return secrets.token_urlsafe(16)
-
-
-async def start_run(deployment: Deployment, body: InvokeRequestBase) -> StartedRun:
-    """Start the run's workflow; once this returns, the run exists durably."""
-    settings = deployment.settings
-    if body.timeout is not None and body.timeout > settings.max_timeout:
-        raise validation_problem(
-            [
-                {
-                    "loc": ["body", "timeout"],
-                    "msg": f"must be at most {settings.max_timeout:g} seconds",
-                    "type": "less_than_equal",
-                }
-            ]
-        )
-    parameters_model = getattr(body, "parameters", None)
-    parameters = (
-        parameters_model.model_dump(mode="json")
-        if parameters_model is not None
-        else deployment.pipeline.parameters_model().model_dump(mode="json")
-    )
-    budget = body.timeout or settings.default_timeout
-    run_id = new_run_id()
-    created_at = datetime.now(UTC)
-    pipeline_name = deployment.pipeline.name
-    handle = await deployment.client.start_workflow(
-        PipelineRun.run,
-        PipelineRunInput(parameters=parameters, run_name=body.run_name, timeout=budget),
-        id=run_id,
-        task_queue=deployment.task_queue,
-        # A backstop only: the workflow's own timer ends the run at its budget and waits
-        # for the pipeline to stop; this bounds a run whose worker never answers again.
-        execution_timeout=timedelta(seconds=budget + settings.cancel_grace * 2),
-        memo={"pipeline_name": pipeline_name, "run_name": body.run_name},
-        static_summary=f"{pipeline_name}: {body.run_name}" if body.run_name else pipeline_name,
-        static_details=_parameters_details(parameters),
-        request_eager_start=deployment.worker is not None,
-    )
-    return StartedRun(run_id, created_at, parameters, handle)
-
-
-def _parameters_details(parameters: dict[str, Any]) -> str:
-    text = json.dumps(parameters, indent=2, sort_keys=True)
-    if len(text) > STATIC_DETAILS_LIMIT:
-        text = text[: STATIC_DETAILS_LIMIT - 1] + "…"
-    return f"Parameters:\n```json\n{text}\n```"
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=idempotency.MAX_KEY_LENGTH,
+        pattern=idempotency.KEY_PATTERN,
+        description="The same key never starts a second run of this deployment: a retry "
+        "answers with the run the key already names.",
+    ),
+]
 
 
 def accepted(run: StartedRun, preferences: Preferences) -> JSONResponse:
@@ -137,10 +82,11 @@ async def finished(
 
 def invoke_router(request_model: type[InvokeRequestBase]) -> APIRouter:
     """Routes whose body is the deployment's own request model."""
-    router = APIRouter(tags=["invoke"])
+    router = APIRouter(tags=["invoke"], dependencies=[Authenticated])
     answers: dict[int | str, dict[str, Any]] = {
         200: {"model": InvokeResponse, "description": "The run ended (successfully or not)."},
         202: {"model": AcceptedRun, "description": "The run is accepted; poll `Location`."},
+        **problem_responses(400, 401, 413, 422, 429, 503),
     }
 
     @router.post(
@@ -150,12 +96,15 @@ def invoke_router(request_model: type[InvokeRequestBase]) -> APIRouter:
         summary="Run the pipeline (sync by default, async on request)",
     )
     async def invoke(
-        body: request_model, request: Request, deployment: DeploymentDep
-    ) -> JSONResponse:  # type: ignore[valid-type]
+        body: request_model,  # type: ignore[valid-type]
+        request: Request,
+        deployment: DeploymentDep,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
         """Start a run. Without `async` or `Prefer: respond-async` the answer waits for
         the run's end (ZenML's contract); the run goes on even if the caller hangs up."""
         preferences = parse_prefer(request.headers.getlist("prefer"))
-        run = await start_run(deployment, body)
+        run = await start_run(deployment, body, idempotency_key)
         if (body.async_ or preferences.respond_async) and preferences.wait is None:
             return accepted(run, preferences)
         return await finished(deployment, run, body, preferences)
@@ -164,12 +113,16 @@ def invoke_router(request_model: type[InvokeRequestBase]) -> APIRouter:
         "/submit",
         response_model=None,
         status_code=202,
-        responses={202: answers[202]},
+        responses={code: answer for code, answer in answers.items() if code != 200},
         summary="Start a run and answer at once (ZenML's async route)",
     )
-    async def submit(body: request_model, deployment: DeploymentDep) -> JSONResponse:  # type: ignore[valid-type]
+    async def submit(
+        body: request_model,  # type: ignore[valid-type]
+        deployment: DeploymentDep,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
         """Same body as `/invoke`; always answers `202` with the run's `Location`."""
-        run = await start_run(deployment, body)
+        run = await start_run(deployment, body, idempotency_key)
         return accepted(run, Preferences())
 
     return router

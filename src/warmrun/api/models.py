@@ -40,8 +40,9 @@ class InvokeRequestBase(BaseModel):
     )
 
 
-def invoke_request_model(pipeline: Pipeline) -> type[InvokeRequestBase]:
-    """The request body with `parameters` typed by the pipeline's signature."""
+def invoke_request_model(pipeline: Pipeline, max_timeout: float) -> type[InvokeRequestBase]:
+    """The request body with `parameters` typed by the pipeline's signature and
+    `timeout` bounded by the deployment's maximum, so `/docs` states both."""
     parameters = pipeline.parameters_model
     required = any(field.is_required() for field in parameters.model_fields.values())
     default: Any = Field(
@@ -49,8 +50,18 @@ def invoke_request_model(pipeline: Pipeline) -> type[InvokeRequestBase]:
         description=f"Parameters of the `{pipeline.name}` pipeline.",
     )
     annotation: Any = parameters if required else parameters | None
+    timeout_field = InvokeRequestBase.model_fields["timeout"]
+    timeout: Any = Field(
+        None,
+        gt=0,
+        le=max_timeout,
+        description=f"{timeout_field.description} At most {max_timeout:g}.",
+    )
     return create_model(
-        "InvokeRequest", __base__=InvokeRequestBase, parameters=(annotation, default)
+        "InvokeRequest",
+        __base__=InvokeRequestBase,
+        parameters=(annotation, default),
+        timeout=(float | None, timeout),
     )
 
 

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -30,6 +31,44 @@ _CODES_BY_STATUS = {
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details, with warmrun's stable `code`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="`urn:warmrun:problem:<code>`.")
+    title: str
+    status: int
+    code: str = Field(description="Stable, machine-readable; see the README's error catalogue.")
+    detail: str = Field(description="What happened and what to do, for humans.")
+    instance: str | None = Field(None, description="The path the problem occurred on.")
+
+
+_DESCRIPTIONS = {
+    400: "Malformed JSON (`malformed_json`).",
+    401: "Missing or invalid bearer token (`unauthorized`, `invalid_token`).",
+    404: "No run of this deployment has that id (`run_not_found`).",
+    409: "The run already ended.",
+    413: "The body exceeds `WARMRUN_MAX_BODY_BYTES` (`payload_too_large`).",
+    422: "Invalid body, parameters or header (`validation_error`), or an Idempotency-Key "
+    "already used for another request (`idempotency_key_reused`).",
+    429: "The deployment's backlog is full (`backlog_full`); see `Retry-After`.",
+    503: "Temporal cannot be reached (`temporal_unavailable`); see `Retry-After`.",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for problem answers, so `/docs` lists them."""
+    return {
+        status: {
+            "model": ProblemDetails,
+            "description": _DESCRIPTIONS[status],
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}},
+        }
+        for status in statuses
+    }
 
 
 class Problem(Exception):

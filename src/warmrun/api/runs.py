@@ -6,16 +6,20 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from temporalio.service import RPCError, RPCStatusCode
 
+from warmrun.api.auth import Authenticated
 from warmrun.api.dependencies import Deployment, DeploymentDep
 from warmrun.api.models import RunResource
-from warmrun.api.problems import Problem
+from warmrun.api.problems import Problem, problem_responses
 from warmrun.api.run_state import RunNotFound, read_run
 
-router = APIRouter(prefix="/runs", tags=["runs"])
+router = APIRouter(
+    prefix="/runs",
+    tags=["runs"],
+    dependencies=[Authenticated],
+    responses=problem_responses(401, 404, 503),
+)
 
 POLL_HINT_SECONDS = 1
-
-_not_found = {404: {"description": "No run of this deployment has that id."}}
 
 
 async def _read(deployment: Deployment, run_id: str) -> RunResource:
@@ -27,7 +31,7 @@ async def _read(deployment: Deployment, run_id: str) -> RunResource:
         ) from None
 
 
-@router.get("/{run_id}", response_model=RunResource, responses=_not_found)
+@router.get("/{run_id}", response_model=RunResource)
 async def get_run(run_id: str, deployment: DeploymentDep, response: Response) -> RunResource:
     """The run as the Temporal server knows it; works while no worker is running."""
     run = await _read(deployment, run_id)
@@ -40,7 +44,7 @@ async def get_run(run_id: str, deployment: DeploymentDep, response: Response) ->
     "/{run_id}",
     status_code=202,
     response_model=RunResource,
-    responses={**_not_found, 409: {"model": RunResource, "description": "The run already ended."}},
+    responses={409: {"model": RunResource, "description": "The run already ended."}},
 )
 async def cancel_run(run_id: str, deployment: DeploymentDep) -> RunResource | JSONResponse:
     """Request cancellation. The run turns `cancelled` once the pipeline has stopped."""

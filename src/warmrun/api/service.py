@@ -11,10 +11,16 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from warmrun import __version__
+from warmrun.api.auth import Authenticated
 from warmrun.api.dependencies import DeploymentDep
 from warmrun.api.models import DeploymentInfo, Health, Readiness
+from warmrun.api.problems import problem_responses
 
 router = APIRouter(tags=["service"])
+"""Public: liveness only."""
+protected = APIRouter(
+    tags=["service"], dependencies=[Authenticated], responses=problem_responses(401)
+)
 
 READINESS_TIMEOUT = timedelta(seconds=2)
 
@@ -25,7 +31,7 @@ async def health() -> Health:
     return Health()
 
 
-@router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+@protected.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
 async def ready(deployment: DeploymentDep) -> Readiness | JSONResponse:
     """Temporal answers and, unless this process is API-only, its worker is polling."""
     try:
@@ -42,7 +48,7 @@ async def ready(deployment: DeploymentDep) -> Readiness | JSONResponse:
     return readiness
 
 
-@router.get("/info", response_model=DeploymentInfo)
+@protected.get("/info", response_model=DeploymentInfo)
 async def info(deployment: DeploymentDep) -> DeploymentInfo:
     """The pipeline's parameter and output schemas and where its runs live in Temporal."""
     pipeline, settings = deployment.pipeline, deployment.settings

@@ -1,0 +1,153 @@
+"""Admission control: `WARMRUN_MAX_PENDING_RUNS` bounds a deployment's open runs.
+
+The count is Temporal's (visibility: open `PipelineRun` workflows on the deployment's
+task queue), so every replica sees the same backlog. Counting on every request would
+cost an RPC each, so a replica re-counts at most every `REFRESH_SECONDS` (and, at the
+limit, every `RECOUNT_SECONDS` before refusing) and adds what the count cannot see
+yet: the runs it is starting and the runs it started that visibility does not show
+yet (it asks visibility for exactly those ids). A single replica therefore never
+admits more than the limit. Consistency window across replicas: a run accepted by
+another replica is seen here after at most `REFRESH_SECONDS` plus the visibility lag
+(milliseconds on the dev server, about a second on Temporal Cloud), so a burst can
+overshoot the limit by what the *other* replicas accept within that window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+from temporalio.client import Client
+
+from warmrun.api.problems import Problem
+from warmrun.workflows.contract import WORKFLOW_TYPE
+
+REFRESH_SECONDS = 0.5
+RECOUNT_SECONDS = 0.05
+"""At the limit, the count is refreshed when older than this before a run is refused."""
+ASSUME_VISIBLE_AFTER = 10.0
+"""A started run still unseen after this long is assumed counted (bounds the id list)."""
+ID_QUERY_CHUNK = 100
+DRAIN_WINDOW = timedelta(seconds=60)
+MAX_RETRY_AFTER = 300
+IDLE_RETRY_AFTER = 10
+"""Retry-After when no run finished within the drain window to estimate from."""
+
+
+class Admission:
+    """A run let in: report its run_id once its workflow exists."""
+
+    def __init__(self, backlog: Backlog) -> None:
+        self._backlog = backlog
+
+    def started(self, run_id: str) -> None:
+        self._backlog._unseen[run_id] = time.monotonic()
+
+
+class Backlog:
+    """The deployment's open runs as this replica estimates them."""
+
+    def __init__(self, client: Client, task_queue: str, limit: int) -> None:
+        self._client = client
+        self._limit = limit
+        self._query = f"TaskQueue = '{task_queue}' AND WorkflowType = '{WORKFLOW_TYPE}'"
+        self._counted = 0
+        self._counted_at = -math.inf
+        self._starting = 0
+        self._unseen: dict[str, float] = {}
+        self._refreshing = asyncio.Lock()
+        self._retry_after: tuple[float, int] | None = None
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    def estimate(self) -> int:
+        return self._counted + self._starting + len(self._unseen)
+
+    @asynccontextmanager
+    async def admission(self) -> AsyncIterator[Admission]:
+        """Let one more run in, or raise a 429 problem with an estimated Retry-After."""
+        await self._admit()
+        self._starting += 1
+        try:
+            yield Admission(self)
+        finally:
+            self._starting -= 1
+
+    async def _admit(self) -> None:
+        if self._age() > REFRESH_SECONDS:
+            await self._refresh(REFRESH_SECONDS)
+        if self._full() and self._age() > RECOUNT_SECONDS:
+            # Runs counted as open may have finished since: count again before refusing.
+            await self._refresh(RECOUNT_SECONDS)
+        if self._full():
+            retry_after = await self._retry_after_seconds()
+            raise Problem(
+                429,
+                "backlog_full",
+                f"the deployment has {self._limit} runs queued or running (its limit); "
+                f"retry in about {retry_after} s",
+                title="Too many runs",
+                headers={"Retry-After": str(retry_after)},
+                retry_after=retry_after,
+            )
+
+    def _age(self) -> float:
+        return time.monotonic() - self._counted_at
+
+    def _full(self) -> bool:
+        return self.estimate() >= self._limit
+
+    async def _refresh(self, max_age: float) -> None:
+        async with self._refreshing:
+            if self._age() <= max_age:
+                return  # another request refreshed it meanwhile
+            checked_at = time.monotonic()
+            unseen = [
+                run_id
+                for run_id, started in self._unseen.items()
+                if checked_at - started < ASSUME_VISIBLE_AFTER
+            ]
+            # Ask which of our runs visibility shows *before* counting, so a run seen
+            # by the first query is surely in the count.
+            visible = await self._visible(unseen)
+            counted = await self._client.count_workflows(
+                f"{self._query} AND ExecutionStatus = 'Running'"
+            )
+            for run_id, started in list(self._unseen.items()):
+                if run_id in visible or checked_at - started >= ASSUME_VISIBLE_AFTER:
+                    del self._unseen[run_id]
+            self._counted = counted.count
+            self._counted_at = time.monotonic()
+
+    async def _visible(self, run_ids: list[str]) -> set[str]:
+        visible: set[str] = set()
+        for start in range(0, len(run_ids), ID_QUERY_CHUNK):
+            chunk = run_ids[start : start + ID_QUERY_CHUNK]
+            ids = ", ".join(f"'{run_id}'" for run_id in chunk)
+            async for execution in self._client.list_workflows(
+                f"{self._query} AND WorkflowId IN ({ids})"
+            ):
+                visible.add(execution.id)
+        return visible
+
+    async def _retry_after_seconds(self) -> int:
+        """Runs over the limit divided by how fast runs finished lately."""
+        cached = self._retry_after
+        if cached and time.monotonic() - cached[0] < REFRESH_SECONDS:
+            return cached[1]
+        since = (datetime.now(UTC) - DRAIN_WINDOW).strftime("%Y-%m-%dT%H:%M:%SZ")
+        finished = await self._client.count_workflows(
+            f"{self._query} AND ExecutionStatus != 'Running' AND CloseTime > '{since}'"
+        )
+        rate = finished.count / DRAIN_WINDOW.total_seconds()
+        excess = self.estimate() - self._limit + 1
+        seconds = math.ceil(excess / rate) if rate > 0 else IDLE_RETRY_AFTER
+        seconds = max(1, min(seconds, MAX_RETRY_AFTER))
+        self._retry_after = (time.monotonic(), seconds)
+        return seconds

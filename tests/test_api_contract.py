@@ -1,0 +1,234 @@
+"""Backpressure, idempotency keys, auth and limits (SPEC §3, §5)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from temporalio.client import Client
+
+from conftest import submit, wait_for_status
+from test_validation import assert_problem
+
+
+async def count_runs(
+    client: Client, task_queue: str, extra: str = "", expect: int | None = None
+) -> int:
+    """Runs on a task queue per Temporal visibility, which lags a little: when `expect`
+    is given, wait up to 5 s for the count to settle on it."""
+    query = f"TaskQueue = '{task_queue}' AND WorkflowType = 'PipelineRun'{extra}"
+    for _ in range(50):
+        count = (await client.count_workflows(query)).count
+        if expect is None or count == expect:
+            break
+        await asyncio.sleep(0.1)
+    return count
+
+
+async def test_backlog_limit_answers_429_with_retry_after_and_starts_nothing(
+    serve, temporal_client: Client
+) -> None:
+    # No worker: runs stay queued, so the backlog only grows.
+    async with serve("sleepy", deployment="backlog", run_worker=False, max_pending_runs=5) as http:
+        answers = await asyncio.gather(
+            *(http.post("/invoke", json={"parameters": {}, "async": True}) for _ in range(20))
+        )
+
+        statuses = sorted(answer.status_code for answer in answers)
+        assert statuses == [202] * 5 + [429] * 15
+        refused = next(answer for answer in answers if answer.status_code == 429)
+        problem = assert_problem(refused, 429, "backlog_full")
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert problem["retry_after"] == int(refused.headers["Retry-After"])
+        assert await count_runs(temporal_client, "warmrun-backlog", expect=5) == 5
+
+
+async def test_two_replicas_overshoot_at_most_what_the_other_accepts(
+    serve, temporal_client: Client
+) -> None:
+    settings: dict[str, Any] = {"deployment": "backlog-2", "run_worker": False}
+    async with (
+        serve("sleepy", max_pending_runs=4, **settings) as first,
+        serve("sleepy", max_pending_runs=4, **settings) as second,
+    ):
+        answers = await asyncio.gather(
+            *(
+                replica.post("/invoke", json={"parameters": {}, "async": True})
+                for replica in (first, second) * 10
+            )
+        )
+        accepted = sum(answer.status_code == 202 for answer in answers)
+        assert {answer.status_code for answer in answers} == {202, 429}
+        # Documented bound: each replica admits at most the limit within one window.
+        assert 4 <= accepted <= 8
+        assert await count_runs(temporal_client, "warmrun-backlog-2", expect=accepted) == accepted
+
+
+async def test_retry_after_follows_how_fast_runs_finish(serve) -> None:
+    async with serve("sleepy", deployment="drain", max_pending_runs=2) as http:
+        for _ in range(30):
+            assert (await http.post("/invoke", json={"parameters": {}})).status_code == 200
+        await asyncio.sleep(0.6)  # past the count's refresh interval
+        await submit(http, {"seconds": 20})
+        await submit(http, {"seconds": 20})
+        await asyncio.sleep(0.6)  # past the count's refresh interval
+
+        refused = await http.post("/invoke", json={"parameters": {}, "async": True})
+
+        assert refused.status_code == 429
+        # 30 runs finished within the last minute: the estimate is ~2 s, not the idle 10 s.
+        assert 1 <= int(refused.headers["Retry-After"]) <= 5
+
+
+async def test_max_concurrent_runs_keeps_the_rest_queued(serve) -> None:
+    async with serve("sleepy", deployment="one-at-a-time", max_concurrent_runs=1) as http:
+        first = await submit(http, {"seconds": 3})
+        second = await submit(http, {"seconds": 3})
+        await wait_for_status(http, first, {"running"})
+        await asyncio.sleep(0.5)
+
+        assert (await http.get(f"/runs/{second}")).json()["status"] == "queued"
+        await wait_for_status(http, second, {"running"}, timeout=15)
+        assert (await http.get(f"/runs/{first}")).json()["status"] == "succeeded"
+
+
+async def test_concurrent_duplicates_with_one_key_start_one_run(
+    sleepy: httpx.AsyncClient, temporal_client: Client
+) -> None:
+    headers = {"Idempotency-Key": "order-42"}
+    answers = await asyncio.gather(
+        *(
+            sleepy.post(
+                "/invoke", json={"parameters": {"seconds": 1}, "async": True}, headers=headers
+            )
+            for _ in range(10)
+        )
+    )
+
+    assert {answer.status_code for answer in answers} == {202}
+    run_ids = {answer.json()["run_id"] for answer in answers}
+    assert len(run_ids) == 1
+    [run_id] = run_ids
+    await asyncio.sleep(1)  # let visibility catch up with any duplicate
+    by_id = f" AND WorkflowId = '{run_id}'"
+    assert await count_runs(temporal_client, "warmrun-sleepy", by_id) == 1
+
+
+async def test_key_reused_after_completion_answers_with_the_same_run(
+    sleepy: httpx.AsyncClient,
+) -> None:
+    headers = {"Idempotency-Key": "report-2026-11-29"}
+    first = await sleepy.post("/invoke", json={"parameters": {"steps": 2}}, headers=headers)
+    assert first.status_code == 200
+    run_id = first.headers["X-Run-Id"]
+
+    again = await sleepy.post("/invoke", json={"parameters": {"steps": 2}}, headers=headers)
+    later_async = await sleepy.post(
+        "/invoke", json={"parameters": {"steps": 2}, "async": True}, headers=headers
+    )
+
+    assert again.status_code == 200
+    assert again.headers["X-Run-Id"] == run_id
+    assert again.json()["outputs"] == first.json()["outputs"]
+    assert later_async.status_code == 202
+    assert later_async.json()["run_id"] == run_id
+
+
+async def test_same_key_with_another_body_is_422(sleepy: httpx.AsyncClient) -> None:
+    headers = {"Idempotency-Key": "same-key-other-body"}
+    first = await sleepy.post(
+        "/invoke", json={"parameters": {"steps": 1}, "async": True}, headers=headers
+    )
+    assert first.status_code == 202
+
+    other = await sleepy.post(
+        "/invoke", json={"parameters": {"steps": 3}, "async": True}, headers=headers
+    )
+
+    problem = assert_problem(other, 422, "idempotency_key_reused")
+    assert problem["run_id"] == first.json()["run_id"]
+
+
+async def test_invalid_idempotency_key_is_422(sleepy: httpx.AsyncClient) -> None:
+    answer = await sleepy.post(
+        "/invoke", json={"parameters": {}}, headers={"Idempotency-Key": "k" * 300}
+    )
+
+    problem = assert_problem(answer, 422, "validation_error")
+    assert problem["errors"][0]["loc"] == ["header", "Idempotency-Key"]
+
+
+async def test_key_names_a_new_run_after_the_retention(serve) -> None:
+    async with serve("sleepy", deployment="short-memory", idempotency_retention=1) as http:
+        headers = {"Idempotency-Key": "nightly"}
+        first = await http.post("/invoke", json={"parameters": {}}, headers=headers)
+        await asyncio.sleep(1.5)
+
+        second = await http.post("/invoke", json={"parameters": {}}, headers=headers)
+
+        assert second.status_code == 200
+        assert second.json()["success"] is True
+        assert second.json()["metadata"]["created_at"] != first.json()["metadata"]["created_at"]
+
+
+async def test_bearer_tokens_guard_every_route_but_health(serve) -> None:
+    async with serve("sleepy", deployment="guarded", auth_token="alpha, beta") as http:
+        missing = await http.post("/invoke", json={"parameters": {}})
+        assert_problem(missing, 401, "unauthorized")
+        assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+        wrong = await http.get("/info", headers={"Authorization": "Bearer gamma"})
+        assert_problem(wrong, 401, "invalid_token")
+        for route in ("/ready", "/info", "/runs/x", "/docs", "/openapi.json"):
+            assert (await http.get(route)).status_code == 401, route
+
+        assert (await http.get("/health")).status_code == 200
+        authorized = {"Authorization": "Bearer beta"}
+        answer = await http.post("/invoke", json={"parameters": {}}, headers=authorized)
+        assert answer.status_code == 200
+        spec = (await http.get("/openapi.json", headers=authorized)).json()
+        assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+async def test_body_over_the_limit_is_413_before_parsing(serve) -> None:
+    async with serve("sleepy", deployment="small-bodies", max_body_bytes=200) as http:
+        big = {"parameters": {}, "run_name": "x" * 250}
+        declared = await http.post("/invoke", json=big)
+        assert_problem(declared, 413, "payload_too_large")
+
+        async def chunks():
+            yield b'{"parameters": {}, "run_name": "'
+            for _ in range(10):
+                yield b"y" * 50
+            yield b'"}'
+
+        streamed = await http.post(
+            "/invoke", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+        assert_problem(streamed, 413, "payload_too_large")
+
+        fits = await http.post("/invoke", json={"parameters": {}, "run_name": "ok"})
+        assert fits.status_code == 200
+
+
+async def test_unserialisable_outputs_fail_the_run_clearly(serve) -> None:
+    async with serve("unserialisable", deployment="unserialisable") as http:
+        answer = await http.post("/invoke", json={"parameters": {}})
+
+        body = answer.json()
+        assert body["metadata"]["status"] == "failed"
+        run = (await http.get(f"/runs/{answer.headers['X-Run-Id']}")).json()
+        assert run["error"]["type"] == "InvalidOutputs"
+        assert "not JSON-serialisable" in run["error"]["message"]
+
+
+async def test_outputs_over_temporals_payload_limit_fail_the_run_clearly(serve) -> None:
+    async with serve("big_output", deployment="big-output") as http:
+        answer = await http.post("/invoke", json={"parameters": {"size": 3_000_000}})
+
+        body = answer.json()
+        assert body["metadata"]["status"] == "failed"
+        assert "InvalidOutputs" in body["error"]
+        assert "WARMRUN_MAX_OUTPUT_BYTES" in body["error"]
+        small = await http.post("/invoke", json={"parameters": {"size": 1000}})
+        assert small.json()["success"] is True
