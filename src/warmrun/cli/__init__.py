@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from warmrun.cli import server
+from warmrun.cli import runs, server
 
 app = typer.Typer(
     help="Serve a long-running Python pipeline over HTTP; its runs are Temporal workflows.",
@@ -13,5 +13,7 @@ app = typer.Typer(
 )
 app.command()(server.serve)
 app.command()(server.dev)
+app.command()(runs.invoke)
+app.add_typer(runs.runs_app, name="runs")
 
 __all__ = ["app"]

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import uvicorn
 from rich.console import Console
 
 from warmrun.api import create_app
 from warmrun.connection import connect
 from warmrun.devserver import DevServer
 from warmrun.pipeline import Pipeline, PipelineLoadError, load_pipeline
+from warmrun.server import serve_app
 from warmrun.settings import Settings
 from warmrun.worker import running_worker
 
@@ -87,14 +87,8 @@ def _serve(pipeline: Pipeline, settings: Settings, host: str, port: int, log_lev
     if not settings.run_api:
         asyncio.run(_work_only(pipeline, settings))
         return
-    config = uvicorn.Config(
-        create_app(pipeline, settings),
-        host=host,
-        port=port,
-        log_level=log_level.lower(),
-        timeout_graceful_shutdown=int(settings.shutdown_grace) or None,
-    )
-    uvicorn.Server(config).run()
+    app = create_app(pipeline, settings)
+    serve_app(app, host=host, port=port, log_level=log_level, grace=settings.shutdown_grace)
 
 
 async def _work_only(pipeline: Pipeline, settings: Settings) -> None:

@@ -1,0 +1,279 @@
+"""The blocking client: `Deployment` and the `RunHandle`s it gives out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import httpx
+
+from warmrun.client._models import AcceptedRun, Run, RunStatus
+from warmrun.client._protocol import (
+    DEFAULT_TIMEOUT,
+    LONG_POLL,
+    Call,
+    Deadline,
+    EventDecoder,
+    Target,
+    accepted_run,
+    apply_event,
+    check,
+    events_call,
+    invoke_call,
+    is_retryable,
+    outputs_or_raise,
+    parse_run,
+    retry_after,
+    run_id_of,
+    run_path,
+    runs_call,
+    runs_page,
+    stream_is_missing,
+    sync_outputs,
+)
+
+
+class Deployment:
+    """A warmrun deployment, reached over HTTP. Close it (or use `with`) when done.
+
+    `token` is sent as `Authorization: Bearer <token>`. `429` and `503` answers are
+    retried after the server's `Retry-After`, at most `max_retries` times and
+    `max_retry_wait` seconds in all per call; then they raise (`Backpressure`, ...).
+    `long_poll` bounds each HTTP request of a sync `invoke`; a longer run is then
+    followed by its id. `http_client` replaces the `httpx.Client` the deployment
+    would make (proxies, certificates, event hooks); it is not closed by `close()`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        max_retries: int = 5,
+        max_retry_wait: float = 120.0,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        long_poll: float = LONG_POLL,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        self._target = Target(
+            url,
+            token,
+            max_retries=max_retries,
+            max_retry_wait=max_retry_wait,
+            long_poll=long_poll,
+        )
+        self._http = http_client or httpx.Client(timeout=timeout)
+        self._owns_http = http_client is None
+
+    @property
+    def url(self) -> str:
+        return self._target.url
+
+    def __repr__(self) -> str:
+        return f"Deployment({self.url!r})"
+
+    def __enter__(self) -> Deployment:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def invoke(
+        self,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        run_name: str | None = None,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Run the pipeline and return its outputs once the run has ended.
+
+        `timeout` is the run's budget on the server (it then ends `timed_out`), not a
+        limit on this call. A run that ends badly raises `RunFailed`, `RunCancelled` or
+        `RunTimedOut`, each carrying the run.
+        """
+        call = invoke_call(
+            parameters,
+            run_name=run_name,
+            timeout=timeout,
+            idempotency_key=idempotency_key,
+            async_=False,
+            long_poll=self._target.long_poll,
+        )
+        response = check(self._send(call))
+        outputs = sync_outputs(response)
+        if outputs is not None:
+            return outputs
+        # Still running after the long poll, or ended badly: the run resource has the
+        # rest (and the error's type and message for the typed exception).
+        return self.run(run_id_of(response)).result()
+
+    def submit(
+        self,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        run_name: str | None = None,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> RunHandle:
+        """Start a run and return at once; the run lives on the server, not in this call.
+
+        With an `idempotency_key`, calling again with the same key and parameters (after
+        an error, from another process) names the same run instead of starting one.
+        """
+        call = invoke_call(
+            parameters,
+            run_name=run_name,
+            timeout=timeout,
+            idempotency_key=idempotency_key,
+            async_=True,
+        )
+        response = check(self._send(call))
+        return RunHandle(self, run_id_of(response), accepted=accepted_run(response))
+
+    def run(self, run_id: str) -> RunHandle:
+        """A handle on an existing run (no request is made until it is used)."""
+        return RunHandle(self, run_id)
+
+    def runs(
+        self, status: RunStatus | None = None, *, page_size: int | None = None
+    ) -> Iterator[Run]:
+        """This deployment's runs, newest first, fetched a page at a time as iterated."""
+        page_token: str | None = None
+        while True:
+            runs, page_token = runs_page(self._send(runs_call(status, page_size, page_token)))
+            yield from runs
+            if page_token is None:
+                return
+
+    def _send(self, call: Call) -> httpx.Response:
+        attempt, waited = 0, 0.0
+        while True:
+            try:
+                response = self._http.request(
+                    call.method,
+                    self._target.url_for(call.path),
+                    json=call.json,
+                    params=call.params,
+                    headers=self._target.headers_for(call),
+                    timeout=call.timeout or httpx.USE_CLIENT_DEFAULT,
+                )
+            except httpx.TransportError as err:
+                raise self._target.unreachable(call, err) from err
+            if not is_retryable(call, response):
+                return response
+            pause = self._target.retry.pause(attempt, waited, retry_after(response))
+            if pause is None:
+                return response
+            time.sleep(pause)
+            attempt, waited = attempt + 1, waited + pause
+
+
+class RunHandle:
+    """One run of a deployment, by id. Every method asks the server afresh."""
+
+    def __init__(
+        self, deployment: Deployment, run_id: str, *, accepted: AcceptedRun | None = None
+    ) -> None:
+        self.deployment = deployment
+        self.run_id = run_id
+        self.accepted = accepted
+        """The `202 Accepted` answer, for a handle that `submit` returned."""
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.run_id!r}, deployment={self.deployment.url!r})"
+
+    def status(self) -> Run:
+        """The run now (`GET /runs/{id}`); raises `NotFound` for an unknown id."""
+        return self._fetch()[0]
+
+    def cancel(self) -> Run:
+        """Ask for cancellation and return the run. The run turns `cancelled` only once
+        the pipeline has stopped: `wait()` for that. A run that had already ended is
+        returned as it ended (the server's `409`)."""
+        response = self.deployment._send(Call("DELETE", run_path(self.run_id)))
+        return parse_run(check(response, also=(409,)))
+
+    def watch(self, timeout: float | None = None, poll: float | None = None) -> Iterator[Run]:
+        """Yield the run each time it changes (status, progress), ending with its final
+        state. Uses the server's event stream when it has one, else polls every `poll`
+        seconds (default: the server's `Retry-After` hint). After `timeout` seconds
+        raises `WaitTimedOut`; the run goes on."""
+        target = self.deployment._target
+        deadline = Deadline(self.run_id, timeout)
+        run, hint = self._fetch()
+        yield run
+        while not run.is_terminal:
+            if target.events_supported is not False:
+                for update in self._events(run, deadline):
+                    run = update
+                    yield run
+                if target.events_supported:
+                    latest, hint = self._fetch()
+                    if latest != run:
+                        run = latest
+                        yield run
+                    if run.is_terminal:
+                        return
+            time.sleep(deadline.poll_interval(poll, hint))
+            latest, hint = self._fetch()
+            if latest != run:
+                run = latest
+                yield run
+
+    def wait(self, timeout: float | None = None, poll: float | None = None) -> Run:
+        """The run once it has ended, however it ended (see `result()` to raise)."""
+        for run in self.watch(timeout, poll):
+            if run.is_terminal:
+                return run
+        raise AssertionError("watch() ended before the run did")
+
+    def result(self, timeout: float | None = None, poll: float | None = None) -> dict[str, Any]:
+        """The outputs once the run has ended; `RunFailed`, `RunCancelled` or
+        `RunTimedOut` if it ended badly."""
+        return outputs_or_raise(self.wait(timeout, poll))
+
+    def _fetch(self) -> tuple[Run, float | None]:
+        response = check(self.deployment._send(Call("GET", run_path(self.run_id))))
+        return parse_run(response), retry_after(response)
+
+    def _events(self, run: Run, deadline: Deadline) -> Iterator[Run]:
+        """Changes from `GET /runs/{id}/events` until the stream ends, falls silent or
+        tells of the run's end; finding no such route turns this deployment to polling."""
+        target = self.deployment._target
+        call = events_call(self.run_id, deadline)
+        try:
+            with self.deployment._http.stream(
+                call.method,
+                target.url_for(call.path),
+                headers=target.headers_for(call),
+                timeout=call.timeout,
+            ) as response:
+                if stream_is_missing(response):
+                    target.events_supported = False
+                    return
+                if not response.is_success:
+                    return  # transient (429, 503, ...): poll this round
+                target.events_supported = True
+                decoder = EventDecoder()
+                for line in response.iter_lines():
+                    event = decoder.feed(line)
+                    if event is None:
+                        continue
+                    update = apply_event(run, event)
+                    if update.is_terminal or deadline.expired:
+                        return
+                    if update != run:
+                        run = update
+                        yield run
+        except httpx.ReadTimeout:
+            return  # silence: the caller reads the run and reconnects
+        except httpx.TransportError as err:
+            if target.events_supported:
+                return  # the stream broke off: read the run and reconnect
+            raise target.unreachable(call, err) from err
