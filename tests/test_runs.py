@@ -16,7 +16,10 @@ async def test_progress_is_visible_while_the_run_is_running(sleepy: httpx.AsyncC
     run_id = await submit(sleepy, {"seconds": 3, "steps": 3})
 
     run = await wait_for_status(
-        sleepy, run_id, {"running"}, until=lambda run: run["progress"]["steps_completed"] >= 1
+        sleepy,
+        run_id,
+        {"running"},
+        until=lambda run: run["progress"]["steps_completed"] >= 1 and run["progress"]["step"],
     )
 
     progress = run["progress"]

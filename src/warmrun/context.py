@@ -2,19 +2,31 @@
 
 A pipeline may run in a worker thread (sync code) while its activity heartbeats from
 the event loop, so the context is thread-safe: the pipeline writes progress under a
-lock, the activity reads a snapshot and sends it to Temporal as heartbeat details.
+lock, the activity reads a snapshot and sends it to Temporal as heartbeat details,
+together with the checkpoints of completed steps. When a run's worker is lost, the
+retry (on any replica) receives those checkpoints and skips the steps they cover.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from warmrun.workflows.contract import Progress
+import pydantic_core
+from pydantic import TypeAdapter
+
+from warmrun.workflows.contract import Progress, StepCheckpoint
+
+MAX_CHECKPOINT_BYTES = 256 * 1024
+"""Step results kept for resuming, in all; they travel in every heartbeat."""
+
+logger = logging.getLogger(__name__)
 
 
 class RunCancelled(Exception):
@@ -26,6 +38,15 @@ class RunCancelled(Exception):
     """
 
 
+class RetryableError(Exception):
+    """Raise it (or an exception `from` it) to have the run retried instead of failed.
+
+    Pipeline exceptions fail a run at once; this one asks Temporal for another
+    attempt (with backoff, up to `WARMRUN_MAX_ATTEMPTS`), which resumes after the
+    last checkpointed step.
+    """
+
+
 class _RunLogger(logging.LoggerAdapter):
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         extra = {**(self.extra or {}), **kwargs.pop("extra", {})}
@@ -33,7 +54,7 @@ class _RunLogger(logging.LoggerAdapter):
 
 
 class RunContext:
-    """The run's identity, progress reporting and cancellation, for pipeline code.
+    """The run's identity, progress, checkpoints and cancellation, for pipeline code.
 
     Declare a parameter annotated `RunContext` to receive it; it is not part of the
     pipeline's HTTP parameters.
@@ -46,15 +67,21 @@ class RunContext:
         state: Any = None,
         *,
         pipeline_name: str = "pipeline",
+        attempt: int = 1,
+        resume_from: list[StepCheckpoint] | None = None,
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self._run_id = run_id
         self._run_name = run_name
         self._state = state
+        self._attempt = attempt
         self._on_change = on_change or (lambda: None)
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
         self._progress = Progress()
+        self._resume_from = list(resume_from or [])
+        self._completed: list[StepCheckpoint] = []
+        self._checkpoint_bytes = 0
         self._logger = _RunLogger(
             logging.getLogger(f"warmrun.pipeline.{pipeline_name}"), {"run_id": run_id}
         )
@@ -67,6 +94,11 @@ class RunContext:
     @property
     def run_name(self) -> str | None:
         return self._run_name
+
+    @property
+    def attempt(self) -> int:
+        """1 for a first execution; more when the run resumed after a lost worker."""
+        return self._attempt
 
     @property
     def state(self) -> Any:
@@ -95,30 +127,33 @@ class RunContext:
 
     @steps_total.setter
     def steps_total(self, total: int | None) -> None:
-        """Announce how many `step`s the run has, so progress has a fraction."""
+        """Announce how many steps the run has, so progress has a fraction."""
         with self._lock:
             self._progress.steps_total = total
             self._progress.fraction = self._step_fraction()
         self._on_change()
 
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        """Mark a named step: it is the run's current step until the block ends.
+    def step(
+        self, name: str, function: Callable[..., Any] | None = None, /, *args: Any, **kwargs: Any
+    ) -> Any:
+        """A named step of the run, in one of two forms.
 
-        Entering a step checks for cancellation, so a pipeline made of steps stops at
-        the next step boundary without further code.
+        `with ctx.step("load"):` marks progress: the block is the current step until it
+        ends. It always runs, on a resumed attempt too.
+
+        `result = ctx.step("train", train, data)` calls `train(data)` as the step and
+        checkpoints its JSON-able result. If the run resumes after a lost worker, a
+        step that completed before is not called again: its saved result is returned
+        (rebuilt as the function's return annotation says, else as plain JSON). For an
+        `async def` function, `await` the call.
+
+        Entering any step checks for cancellation first.
         """
-        self.check_cancelled()
-        with self._lock:
-            self._progress.step = name
-            self._progress.message = None
-        self._on_change()
-        yield
-        with self._lock:
-            self._progress.steps_completed += 1
-            self._progress.step = None
-            self._progress.fraction = self._step_fraction()
-        self._on_change()
+        if function is None:
+            return self._block(name)
+        if inspect.iscoroutinefunction(function):
+            return self._async_call(name, function, args, kwargs)
+        return self._call(name, function, args, kwargs)
 
     def progress(self, fraction: float | None = None, message: str | None = None) -> None:
         """Report progress within the run (fraction in [0, 1]) and/or a message."""
@@ -137,8 +172,93 @@ class RunContext:
         with self._lock:
             return replace(self._progress)
 
+    def checkpoints(self) -> list[StepCheckpoint]:
+        """The steps completed so far, in order, for the next heartbeat."""
+        with self._lock:
+            return list(self._completed)
+
     def _request_cancel(self) -> None:
         self._cancelled.set()
+
+    @contextmanager
+    def _block(self, name: str) -> Iterator[None]:
+        self._begin(name)
+        yield
+        self._end(StepCheckpoint(name=name))
+
+    def _call(self, name: str, function: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        saved = self._begin(name)
+        if saved is not None:
+            return self._restored(saved, function)
+        result = function(*args, **kwargs)
+        self._end(self._checkpoint(name, result))
+        return result
+
+    async def _async_call(
+        self, name: str, function: Callable[..., Any], args: Any, kwargs: Any
+    ) -> Any:
+        saved = self._begin(name)
+        if saved is not None:
+            return self._restored(saved, function)
+        result = await function(*args, **kwargs)
+        self._end(self._checkpoint(name, result))
+        return result
+
+    def _begin(self, name: str) -> StepCheckpoint | None:
+        """Start step `name`; return its checkpoint if a previous attempt saved it."""
+        self.check_cancelled()
+        position = len(self._completed)
+        saved = None
+        if position < len(self._resume_from):
+            candidate = self._resume_from[position]
+            if candidate.name == name and candidate.saved:
+                saved = candidate
+            elif candidate.name != name:
+                # The pipeline took another path than last time: stop resuming.
+                del self._resume_from[position:]
+        with self._lock:
+            self._progress.step = name
+            self._progress.message = None
+        self._on_change()
+        if saved is not None:
+            self._logger.info("step %r completed in an earlier attempt: skipped", name)
+            self._end(saved)
+        return saved
+
+    def _end(self, checkpoint: StepCheckpoint) -> None:
+        with self._lock:
+            self._completed.append(checkpoint)
+            self._progress.steps_completed += 1
+            self._progress.step = None
+            self._progress.fraction = self._step_fraction()
+        self._on_change()
+
+    def _checkpoint(self, name: str, result: Any) -> StepCheckpoint:
+        try:
+            jsonable = pydantic_core.to_jsonable_python(result)
+            size = len(pydantic_core.to_json(jsonable))
+        except (pydantic_core.PydanticSerializationError, ValueError):
+            self._logger.warning("step %r: result is not JSON-able, not checkpointed", name)
+            return StepCheckpoint(name=name, saved=False)
+        if self._checkpoint_bytes + size > MAX_CHECKPOINT_BYTES:
+            self._logger.warning(
+                "step %r: result (%d bytes) over the checkpoint budget, not checkpointed",
+                name,
+                size,
+            )
+            return StepCheckpoint(name=name, saved=False)
+        self._checkpoint_bytes += size
+        return StepCheckpoint(name=name, result=jsonable)
+
+    @staticmethod
+    def _restored(saved: StepCheckpoint, function: Callable[..., Any]) -> Any:
+        try:
+            annotation = typing.get_type_hints(function).get("return")
+        except Exception:
+            annotation = None
+        if annotation is None or annotation is Any:
+            return saved.result
+        return TypeAdapter(annotation).validate_python(saved.result)
 
     def _step_fraction(self) -> float | None:
         total = self._progress.steps_total

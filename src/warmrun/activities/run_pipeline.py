@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from warmrun.context import RunCancelled, RunContext
+from warmrun.context import RetryableError, RunCancelled, RunContext
 from warmrun.pipeline import InvalidOutputs, Pipeline
 from warmrun.settings import Settings
 from warmrun.workflows.contract import (
@@ -30,6 +31,7 @@ from warmrun.workflows.contract import (
     PipelineOutcome,
     RunPipelineInput,
     RunPolicy,
+    StepCheckpoint,
 )
 
 
@@ -72,11 +74,14 @@ class PipelineActivities:
 
         loop = asyncio.get_running_loop()
         changed = asyncio.Event()
+        info = activity.info()
         context = RunContext(
-            activity.info().workflow_id,
+            info.workflow_id,
             input.run_name,
             self._state,
             pipeline_name=self._pipeline.name,
+            attempt=info.attempt,
+            resume_from=_checkpoints(info.heartbeat_details),
             on_change=lambda: loop.call_soon_threadsafe(changed.set),
         )
         work = self._start(self._pipeline.arguments(parameters, context))
@@ -87,11 +92,12 @@ class PipelineActivities:
             await _stopped(work, context, interrupt=self._pipeline.is_async)
             raise
         except Exception as err:
+            retryable = isinstance(err, RetryableError) or isinstance(err.__cause__, RetryableError)
             raise ApplicationError(
                 str(err) or type(err).__name__,
                 {"progress": context.snapshot(), "started_at": started_at},
                 type=type(err).__name__,
-                non_retryable=True,
+                non_retryable=not retryable,
             ) from err
         finally:
             heartbeats.cancel()
@@ -123,7 +129,7 @@ class PipelineActivities:
         spacing = min(self._settings.progress_interval, keep_alive)
         while True:
             changed.clear()
-            activity.heartbeat(context.snapshot())
+            activity.heartbeat(context.snapshot(), context.checkpoints())
             await asyncio.sleep(spacing)
             if not changed.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -142,6 +148,13 @@ async def _stopped(work: asyncio.Future[Any], context: RunContext, *, interrupt:
         work.cancel()
     with contextlib.suppress(asyncio.CancelledError, RunCancelled, Exception):
         await work
+
+
+def _checkpoints(heartbeat_details: Sequence[Any]) -> list[StepCheckpoint]:
+    """The steps a lost attempt completed, from its last heartbeat (details[1])."""
+    if len(heartbeat_details) < 2 or not isinstance(heartbeat_details[1], list):
+        return []
+    return [StepCheckpoint(**saved) for saved in heartbeat_details[1] if isinstance(saved, dict)]
 
 
 def _now() -> str:

@@ -24,6 +24,7 @@ class Deployment:
     client: Client
     backlog: Backlog
     worker: Worker | None = None
+    draining: bool = False
 
     @property
     def name(self) -> str:
@@ -36,6 +37,13 @@ class Deployment:
     @property
     def namespace(self) -> str:
         return self.client.namespace
+
+    async def drain(self) -> None:
+        """Stop taking runs; let in-flight ones finish within the worker's shutdown grace,
+        then hand the rest back to Temporal."""
+        self.draining = True
+        if self.worker is not None:
+            await self.worker.shutdown()
 
     def temporal_ui_link(self, run_id: str) -> str:
         base = self.settings.temporal_ui_url.rstrip("/")

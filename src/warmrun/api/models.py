@@ -146,6 +146,7 @@ class Readiness(BaseModel):
     ready: bool
     temporal: bool = Field(description="The Temporal server answers.")
     worker: bool | None = Field(description="This process's worker is polling (null: API-only).")
+    draining: bool = Field(False, description="Shutting down: no new runs are taken here.")
 
 
 class DeploymentInfo(BaseModel):

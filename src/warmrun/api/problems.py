@@ -55,7 +55,8 @@ _DESCRIPTIONS = {
     422: "Invalid body, parameters or header (`validation_error`), or an Idempotency-Key "
     "already used for another request (`idempotency_key_reused`).",
     429: "The deployment's backlog is full (`backlog_full`); see `Retry-After`.",
-    503: "Temporal cannot be reached (`temporal_unavailable`); see `Retry-After`.",
+    503: "Temporal cannot be reached (`temporal_unavailable`) or this replica is shutting "
+    "down (`shutting_down`); see `Retry-After`.",
 }
 
 

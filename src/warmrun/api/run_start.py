@@ -15,10 +15,12 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from warmrun.api import idempotency
 from warmrun.api.dependencies import Deployment
 from warmrun.api.models import InvokeRequestBase
+from warmrun.api.problems import Problem
 from warmrun.api.run_state import RunNotFound, describe_run
 from warmrun.workflows import PipelineRun
 from warmrun.workflows.contract import PipelineRunInput, PipelineRunResult
 
+DRAINING_RETRY_AFTER = 2
 STATIC_DETAILS_LIMIT = 4000
 """Characters of the parameters shown in the Temporal UI's details of a run."""
 
@@ -36,8 +38,10 @@ class StartedRun:
 
 
 def new_run_id() -> str:
-    """URL-safe and unguessable: knowing one run's id tells nothing of another's."""
-    return secrets.token_urlsafe(16)
+    """URL-safe and unguessable (128 random bits): knowing one run's id tells nothing
+    of another's. The prefix keeps it from starting with `-`, which CLIs read as an
+    option."""
+    return f"run_{secrets.token_urlsafe(16)}"
 
 
 async def start_run(
@@ -45,6 +49,13 @@ async def start_run(
 ) -> StartedRun:
     """Start the run's workflow (or find the one its Idempotency-Key names); once this
     returns, the run exists durably on the Temporal server."""
+    if deployment.draining:
+        raise Problem(
+            503,
+            "shutting_down",
+            "this replica is shutting down and takes no new runs; retry (another replica)",
+            headers={"Retry-After": str(DRAINING_RETRY_AFTER)},
+        )
     parameters = _parameters(deployment, body)
     if idempotency_key is None:
         async with deployment.backlog.admission() as admission:

@@ -42,7 +42,12 @@ async def ready(deployment: DeploymentDep) -> Readiness | JSONResponse:
     except Exception:
         temporal = False
     worker = deployment.worker.is_running if deployment.worker is not None else None
-    readiness = Readiness(ready=temporal and worker is not False, temporal=temporal, worker=worker)
+    readiness = Readiness(
+        ready=temporal and worker is not False and not deployment.draining,
+        temporal=temporal,
+        worker=worker,
+        draining=deployment.draining,
+    )
     if not readiness.ready:
         return JSONResponse(readiness.model_dump(), status_code=503)
     return readiness

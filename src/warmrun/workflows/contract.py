@@ -52,6 +52,16 @@ class Progress:
 
 
 @dataclass
+class StepCheckpoint:
+    """A completed `ctx.step(name, fn)`: its JSON result survives a lost worker."""
+
+    name: str
+    result: Any = None
+    saved: bool = True
+    """False when the result was too large to checkpoint: the step runs again on resume."""
+
+
+@dataclass
 class PipelineOutcome:
     """What the `run_pipeline` activity returns on success."""
 

@@ -1,0 +1,58 @@
+"""Running a deployment's app under uvicorn, with a graceful drain on SIGTERM.
+
+uvicorn alone closes its listening socket at once on SIGTERM. A deployment should
+instead keep answering while it drains: new invocations get `503` + `Retry-After`
+(so a load balancer or client goes to another replica), `/ready` turns false, reads
+and cancels still work, and in-flight runs get `WARMRUN_SHUTDOWN_GRACE` seconds to
+finish. Runs still executing after that are handed back to Temporal (their activity
+fails as "worker shutdown" and is retried on another replica, resuming after the
+last checkpointed step). A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from warmrun.api.dependencies import Deployment
+
+logger = logging.getLogger(__name__)
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+        self._draining: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        deployment: Deployment | None = getattr(self._app.state, "deployment", None)
+        if self._draining is not None or deployment is None or not self.started:
+            super().handle_exit(sig, frame)
+            return
+        logger.info("%s: draining (send it again to stop at once)", signal.Signals(sig).name)
+        self._draining = asyncio.get_running_loop().create_task(self._drain(deployment))
+
+    async def _drain(self, deployment: Deployment) -> None:
+        try:
+            await deployment.drain()
+        finally:
+            self.should_exit = True
+
+
+def serve_app(app: FastAPI, *, host: str, port: int, log_level: str, grace: float) -> None:
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        # Sync invocations still waiting when the drain ends are cut after this; their
+        # runs go on (the client can read them by the X-Run-Id it already has).
+        timeout_graceful_shutdown=max(int(grace), 1),
+    )
+    DrainingServer(config, app).run()
