@@ -35,13 +35,9 @@ TEST_SETTINGS: dict[str, Any] = {
 
 
 @pytest.fixture(scope="session")
-async def dev_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DevServer]:
-    server = DevServer(
-        port=free_port(),
-        ui_port=None,
-        log_level="error",
-        db_file=tmp_path_factory.mktemp("temporal") / "temporal.sqlite",
-    )
+async def dev_server() -> AsyncIterator[DevServer]:
+    # In memory: fast; the reliability suite has a server of its own on a SQLite file.
+    server = DevServer(port=free_port(), ui_port=None, log_level="error")
     async with server:
         os.environ["TEMPORAL_ADDRESS"] = server.address
         yield server

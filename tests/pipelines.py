@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from pathlib import Path
 
-from warmrun import RunContext
+from warmrun import RetryableError, RunContext
 
 
 def init() -> dict:
@@ -70,3 +71,37 @@ def big_output(size: int = 1_500_000) -> dict:
 def echo(text: str = "", count: int = 0, flag: bool = False) -> dict:
     """A fast pipeline for fuzzing the API."""
     return {"text": text, "count": count, "flag": flag}
+
+
+def _journaled_step(journal: str, index: int, seconds: float) -> dict:
+    time.sleep(seconds)
+    with open(journal, "a") as lines:
+        lines.write(f"{index} {os.getpid()}\n")
+    return {"index": index, "pid": os.getpid()}
+
+
+def journaled(ctx: RunContext, journal: str, steps: int = 4, step_seconds: float = 1.0) -> dict:
+    """Checkpointed steps that append `<index> <pid>` to `journal` when they complete:
+    the journal shows which steps ran, in which process, and how often."""
+    ctx.steps_total = steps
+    done = [
+        ctx.step(f"step-{index}", _journaled_step, journal, index, step_seconds)
+        for index in range(steps)
+    ]
+    return {"steps": done, "finished_by": os.getpid(), "attempt": ctx.attempt}
+
+
+def flaky(ctx: RunContext, journal: str) -> dict:
+    """Completes one checkpointed step, then fails retryably on its first attempt."""
+    first = ctx.step("first", _journaled_step, journal, 0, 0.0)
+    time.sleep(0.5)  # let the checkpoint reach the server in a heartbeat
+    if ctx.attempt == 1:
+        raise RetryableError("the GPU went away")
+    second = ctx.step("second", _journaled_step, journal, 1, 0.0)
+    return {"first": first, "second": second, "attempt": ctx.attempt}
+
+
+def whoami(seconds: float = 0.0) -> dict:
+    """Which replica ran me."""
+    time.sleep(seconds)
+    return {"pid": os.getpid()}

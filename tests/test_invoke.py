@@ -130,3 +130,15 @@ async def test_bare_return_value_is_wrapped_under_result(serve) -> None:
         assert answer.json()["outputs"] == {"result": 63}
         info = (await http.get("/info")).json()
         assert info["outputs_schema"]["properties"]["result"]["type"] == "integer"
+
+
+async def test_a_sync_caller_that_hangs_up_leaves_the_run_running(
+    sleepy: httpx.AsyncClient,
+) -> None:
+    async with sleepy.stream("POST", "/invoke", json={"parameters": {"seconds": 1.5}}) as answer:
+        assert answer.status_code == 200
+        run_id = answer.headers["X-Run-Id"]  # known before the run ends
+    # The connection is closed here, long before the run's end.
+
+    run = await wait_for_status(sleepy, run_id, {"succeeded", "failed", "cancelled"})
+    assert run["status"] == "succeeded"

@@ -168,3 +168,18 @@ async def test_warm_init_runs_once_for_many_runs(sleepy: httpx.AsyncClient) -> N
     tokens = {answer.json()["outputs"]["warm_token"] for answer in answers}
     assert len(tokens) == 1
     assert len({answer.headers["X-Run-Id"] for answer in answers}) == 6
+
+
+async def test_retryable_error_resumes_after_the_checkpointed_step(serve, tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    async with serve("flaky", deployment="flaky") as http:
+        answer = await http.post("/invoke", json={"parameters": {"journal": str(journal)}})
+
+        body = answer.json()
+        assert body["success"] is True, body
+        assert body["outputs"]["attempt"] == 2
+        # The first step ran once (attempt 1); attempt 2 got its result back.
+        assert [line.split()[0] for line in journal.read_text().splitlines()] == ["0", "1"]
+        assert body["outputs"]["first"]["index"] == 0
+        run = (await http.get(f"/runs/{answer.headers['X-Run-Id']}")).json()
+        assert run["attempt"] == 2

@@ -1,0 +1,106 @@
+"""Real `warmrun serve` processes for the reliability suite: start, signal, kill."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from warmrun.devserver import free_port
+
+WARMRUN = str(Path(sys.executable).parent / "warmrun")
+PIPELINES = Path(__file__).resolve().parents[1] / "pipelines.py"
+
+FAST_FAILURE_DETECTION = {
+    "WARMRUN_HEARTBEAT_TIMEOUT": "2",
+    "WARMRUN_PROGRESS_INTERVAL": "0.2",
+    "WARMRUN_CANCEL_GRACE": "10",
+}
+
+
+class Replica:
+    """One `warmrun serve` process of a deployment, logging to a file."""
+
+    def __init__(
+        self,
+        pipeline: str,
+        *,
+        deployment: str,
+        temporal_address: str,
+        log_dir: Path,
+        **settings: Any,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log_dir / f"{deployment}-{self.port}.log"
+        self.env = {
+            **os.environ,
+            **FAST_FAILURE_DETECTION,
+            "TEMPORAL_ADDRESS": temporal_address,
+            "WARMRUN_DEPLOYMENT": deployment,
+            **{f"WARMRUN_{name.upper()}": str(value) for name, value in settings.items()},
+        }
+        self.command = [
+            WARMRUN,
+            "serve",
+            f"{PIPELINES}:{pipeline}",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "info",
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> Replica:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
+
+    async def ready(self, timeout: float = 60) -> Replica:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(base_url=self.url, timeout=5) as http:
+            while time.monotonic() < deadline:
+                assert self.process and self.process.poll() is None, self.tail()
+                try:
+                    if (await http.get("/ready")).status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise AssertionError(f"replica never became ready:\n{self.tail()}")
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    async def exit_code(self, timeout: float = 60) -> int:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None:
+            assert time.monotonic() < deadline, f"replica did not exit:\n{self.tail()}"
+            await asyncio.sleep(0.1)
+        return self.process.returncode
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def tail(self, lines: int = 40) -> str:
+        if not self.log.exists():
+            return "(no log)"
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
