@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from warmrun.pipeline import load_pipeline
 from warmrun.settings import Settings
 
 PIPELINES = Path(__file__).parent / "pipelines.py"
+sys.path.append(str(Path(__file__).resolve().parents[1] / "examples"))
 
 # Short timeouts keep failure-detection tests fast.
 TEST_SETTINGS: dict[str, Any] = {
@@ -57,8 +59,9 @@ def serve(temporal_client: Client) -> ServeFn:
 
     @asynccontextmanager
     async def serving(pipeline: str, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+        reference = pipeline if ":" in pipeline else f"{PIPELINES}:{pipeline}"
         app = create_app(
-            load_pipeline(f"{PIPELINES}:{pipeline}"),
+            load_pipeline(reference),
             Settings(**{**TEST_SETTINGS, **settings}),
             client=temporal_client,
         )

@@ -77,5 +77,8 @@ def test_dev_serves_the_bundled_example_with_the_temporal_ui(tmp_path: Path) -> 
         assert answer.json()["metadata"]["pipeline_name"] == "sentiment"
         assert httpx.get(f"http://127.0.0.1:{ui_port}/", timeout=10).status_code == 200
         assert (tmp_path / ".warmrun" / "temporal.sqlite").exists()
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+        assert 'warmrun_invocations_total{code="200",mode="sync"} 1.0' in metrics
+        assert "temporal_" in metrics  # the SDK's own series, from its runtime telemetry
         assert process.poll() is None
     assert process.returncode == 0

@@ -231,7 +231,6 @@ async def test_ctrl_c_without_an_answer_leaves_the_run_running(
 # --- need server features that are being built ---------------------------------------
 
 
-@pytest.mark.skip(reason="needs server-side GET /runs listing (issue 4/6)")
 async def test_runs_list_shows_a_table_or_json_filtered_by_status(serve: ServeFn) -> None:
     async with serve("sleepy", deployment="cli-listed") as http:
         url = str(http.base_url)

@@ -427,7 +427,6 @@ async def test_submitting_again_with_the_same_idempotency_key_names_the_same_run
     assert caught.value.status_code == 422
 
 
-@pytest.mark.skip(reason="needs server-side GET /runs listing (issue 4/6)")
 async def test_runs_lists_newest_first_across_pages_and_filters_by_status(
     serve: ServeFn,
 ) -> None:

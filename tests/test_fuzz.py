@@ -67,6 +67,12 @@ def test_api_answers_within_its_schema_and_never_5xx(fuzzed_deployment: str) -> 
                 # Hypothesis reuses keys across bodies; a reused key is a legitimate 422
                 # (idempotency_key_reused) that no schema can express, so keep them apart.
                 case.headers["Idempotency-Key"] = f"{key}-{uuid.uuid4().hex}"
+            if case.query and "page_token" in case.query:
+                del case.query["page_token"]  # opaque: only the server makes valid ones
+            if isinstance(case.body, dict) and case.body.get("callback_url"):
+                # Whether a target may be called depends on DNS and the server's
+                # allow-list (422 callback_url_refused), not on the schema.
+                del case.body["callback_url"]
             case.call_and_validate(headers=AUTHORIZED, timeout=30)
 
         answers_well()

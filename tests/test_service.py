@@ -9,7 +9,7 @@ async def test_health_and_ready(sleepy: httpx.AsyncClient) -> None:
     assert (await sleepy.get("/health")).json() == {"status": "ok"}
     ready = await sleepy.get("/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True, "temporal": True, "worker": True}
+    assert ready.json() == {"ready": True, "temporal": True, "worker": True, "draining": False}
 
 
 async def test_info_describes_the_pipeline_and_its_temporal_home(
@@ -35,3 +35,21 @@ async def test_docs_and_openapi_show_the_typed_parameters(sleepy: httpx.AsyncCli
     assert "SleepyParameters" in schemas
     routes = {"/invoke", "/submit", "/runs/{run_id}", "/health", "/ready", "/info"}
     assert set(spec["paths"]) >= routes
+
+
+async def test_metrics_expose_invocations_runs_and_queue_depth(serve) -> None:
+    async with serve("sleepy", deployment="measured") as http:
+        await http.post("/invoke", json={"parameters": {}})
+        await http.post("/invoke", json={"parameters": {"fail": "boom"}})
+        await http.post("/invoke", json={"parameters": {}, "async": True})
+        await http.post("/invoke", json={"parameters": {"nope": 1}})
+
+        text = (await http.get("/metrics")).text
+
+    assert 'warmrun_invocations_total{code="200",mode="sync"} 2.0' in text
+    assert 'warmrun_invocations_total{code="202",mode="async"} 1.0' in text
+    assert 'warmrun_invocations_total{code="422",mode="rejected"} 1.0' in text
+    assert 'warmrun_runs_finished_total{outcome="failed"} 1.0' in text
+    assert 'warmrun_run_duration_seconds_count{outcome="succeeded"}' in text
+    assert "warmrun_queue_depth " in text
+    assert "warmrun_runs_executing " in text

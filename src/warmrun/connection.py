@@ -6,7 +6,10 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RetryConfig
+
+from warmrun.devserver import free_port
 
 DEFAULT_ADDRESS = "localhost:7233"
 RETRY = RetryConfig(max_elapsed_time_millis=3000, max_interval_millis=1000)
@@ -26,3 +29,12 @@ def connect_config(**overrides: Any) -> dict[str, Any]:
 
 async def connect(**overrides: Any) -> Client:
     return await Client.connect(**connect_config(**overrides))
+
+
+def runtime_with_prometheus(host: str = "127.0.0.1") -> tuple[Runtime, str]:
+    """A Temporal runtime exporting the SDK's metrics on a free loopback port."""
+    port = free_port(host)
+    runtime = Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"{host}:{port}"))
+    )
+    return runtime, f"http://{host}:{port}/metrics"

@@ -182,12 +182,12 @@ class RunContext:
 
     @contextmanager
     def _block(self, name: str) -> Iterator[None]:
-        self._begin(name)
+        self._begin(name, resumable=False)
         yield
         self._end(StepCheckpoint(name=name))
 
     def _call(self, name: str, function: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-        saved = self._begin(name)
+        saved = self._begin(name, resumable=True)
         if saved is not None:
             return self._restored(saved, function)
         result = function(*args, **kwargs)
@@ -197,25 +197,26 @@ class RunContext:
     async def _async_call(
         self, name: str, function: Callable[..., Any], args: Any, kwargs: Any
     ) -> Any:
-        saved = self._begin(name)
+        saved = self._begin(name, resumable=True)
         if saved is not None:
             return self._restored(saved, function)
         result = await function(*args, **kwargs)
         self._end(self._checkpoint(name, result))
         return result
 
-    def _begin(self, name: str) -> StepCheckpoint | None:
-        """Start step `name`; return its checkpoint if a previous attempt saved it."""
+    def _begin(self, name: str, *, resumable: bool) -> StepCheckpoint | None:
+        """Start step `name`; return its checkpoint if a previous attempt saved it (only
+        for the function form: a `with` block always runs, but keeps its position)."""
         self.check_cancelled()
         position = len(self._completed)
         saved = None
         if position < len(self._resume_from):
             candidate = self._resume_from[position]
-            if candidate.name == name and candidate.saved:
-                saved = candidate
-            elif candidate.name != name:
+            if candidate.name != name:
                 # The pipeline took another path than last time: stop resuming.
                 del self._resume_from[position:]
+            elif resumable and candidate.saved:
+                saved = candidate
         with self._lock:
             self._progress.step = name
             self._progress.message = None

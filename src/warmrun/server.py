@@ -6,13 +6,15 @@ instead keep answering while it drains: new invocations get `503` + `Retry-After
 and cancels still work, and in-flight runs get `WARMRUN_SHUTDOWN_GRACE` seconds to
 finish. Runs still executing after that are handed back to Temporal (their activity
 fails as "worker shutdown" and is retried on another replica, resuming after the
-last checkpointed step). A second signal stops at once.
+last checkpointed step). A second signal ends the process at once (exit code 1); its
+runs resume elsewhere after the heartbeat timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from types import FrameType
 
@@ -32,7 +34,12 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         deployment: Deployment | None = getattr(self._app.state, "deployment", None)
-        if self._draining is not None or deployment is None or not self.started:
+        if self._draining is not None:
+            # Stop now, without waiting for the pipelines: Temporal retries their runs on
+            # another replica once their heartbeat times out.
+            logger.warning("%s again: exiting at once", signal.Signals(sig).name)
+            os._exit(1)
+        if deployment is None or not self.started:
             super().handle_exit(sig, frame)
             return
         logger.info("%s: draining (send it again to stop at once)", signal.Signals(sig).name)

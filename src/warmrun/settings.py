@@ -59,6 +59,23 @@ class Settings(BaseSettings):
         description="Seconds an Idempotency-Key keeps naming its run after the run ended "
         "(also bounded by the namespace's retention).",
     )
+    webhook_secret: str | None = Field(
+        None,
+        description="Standard Webhooks secret(s) (`whsec_...`), comma-separated to rotate; "
+        "unset: callbacks are refused (`warmrun dev` generates one).",
+    )
+    webhook_allowed_hosts: str | None = Field(
+        None, description="Hosts webhooks may target even on private addresses, comma-separated."
+    )
+    webhook_retry_window: PositiveFloat = Field(
+        86400.0, description="Seconds a webhook event keeps being retried."
+    )
+    webhook_max_interval: PositiveFloat = Field(
+        300.0, description="Longest wait between two attempts of a webhook event."
+    )
+    webhook_attempt_timeout: PositiveFloat = Field(
+        10.0, description="Seconds one webhook attempt may take."
+    )
     temporal_ui_url: str = Field(
         "http://localhost:8233", description="Base URL of the Temporal UI, for links."
     )
@@ -68,7 +85,15 @@ class Settings(BaseSettings):
     def deployment_name(self, pipeline_name: str) -> str:
         return self.deployment or pipeline_name
 
+    def webhook_secrets(self) -> list[str]:
+        return _split(self.webhook_secret)
+
+    def webhook_allowed_host_list(self) -> list[str]:
+        return _split(self.webhook_allowed_hosts)
+
     def auth_tokens(self) -> list[str]:
-        if not self.auth_token:
-            return []
-        return [token.strip() for token in self.auth_token.split(",") if token.strip()]
+        return _split(self.auth_token)
+
+
+def _split(values: str | None) -> list[str]:
+    return [value.strip() for value in (values or "").split(",") if value.strip()]

@@ -16,10 +16,13 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from warmrun.activities import PipelineActivities
+from warmrun.activities.deliver_webhook import WebhookActivities
+from warmrun.metrics import Metrics
 from warmrun.pipeline import Pipeline
 from warmrun.settings import Settings
 from warmrun.workflows import PipelineRun
 from warmrun.workflows.contract import task_queue_for
+from warmrun.workflows.webhook_delivery import WebhookDelivery
 
 logger = logging.getLogger(__name__)
 
@@ -31,20 +34,27 @@ def build_worker(
     *,
     state: Any = None,
     executor: ThreadPoolExecutor | None = None,
+    metrics: Metrics | None = None,
 ) -> Worker:
     """A worker polling the deployment's task queue; every replica builds the same one."""
-    activities = PipelineActivities(pipeline, settings, state, executor)
+    metrics = metrics or Metrics()
+    activities = PipelineActivities(pipeline, settings, state, executor, metrics)
+    webhooks = WebhookActivities(settings, metrics)
     return Worker(
         client,
         task_queue=task_queue_for(settings.deployment_name(pipeline.name)),
-        workflows=[PipelineRun],
+        workflows=[PipelineRun, WebhookDelivery],
         # warmrun's modules are deterministic and free of import side effects: import them
         # once, not again in every workflow's sandbox (that re-import dominated the
         # per-run cost: pydantic models rebuilt for each run).
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules("warmrun")
         ),
-        activities=[activities.resolve_run_policy, activities.run_pipeline],
+        activities=[
+            activities.resolve_run_policy,
+            activities.run_pipeline,
+            webhooks.deliver_webhook,
+        ],
         max_concurrent_activities=settings.max_concurrent_runs,
         # Progress reaches the server this often at most, whatever the heartbeat timeout.
         max_heartbeat_throttle_interval=timedelta(seconds=settings.progress_interval),
@@ -55,14 +65,16 @@ def build_worker(
 
 @asynccontextmanager
 async def running_worker(
-    client: Client, pipeline: Pipeline, settings: Settings
+    client: Client, pipeline: Pipeline, settings: Settings, metrics: Metrics | None = None
 ) -> AsyncIterator[Worker]:
     """Warm up (`init()`), run the worker until the block exits, then `cleanup(state)`."""
     state = await _call(pipeline.init) if pipeline.init else None
     executor = ThreadPoolExecutor(
         max_workers=settings.max_concurrent_runs, thread_name_prefix=f"warmrun-{pipeline.name}"
     )
-    worker = build_worker(client, pipeline, settings, state=state, executor=executor)
+    worker = build_worker(
+        client, pipeline, settings, state=state, executor=executor, metrics=metrics
+    )
     polling = asyncio.create_task(worker.run(), name="warmrun-worker")
     logger.info("worker polling task queue %s", worker.task_queue)
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -20,7 +21,9 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from warmrun.activities.run_events import RunEventSender
 from warmrun.context import RetryableError, RunCancelled, RunContext
+from warmrun.metrics import Metrics
 from warmrun.pipeline import InvalidOutputs, Pipeline
 from warmrun.settings import Settings
 from warmrun.workflows.contract import (
@@ -44,11 +47,13 @@ class PipelineActivities:
         settings: Settings,
         state: Any = None,
         executor: ThreadPoolExecutor | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._settings = settings
         self._state = state
         self._executor = executor
+        self._metrics = metrics or Metrics()
 
     @activity.defn(name=RUN_POLICY_ACTIVITY)
     async def resolve_run_policy(self) -> RunPolicy:
@@ -60,10 +65,29 @@ class PipelineActivities:
             max_timeout=settings.max_timeout,
             max_attempts=settings.max_attempts,
             cancel_grace=settings.cancel_grace,
+            webhook_retry_window=settings.webhook_retry_window,
+            webhook_max_interval=settings.webhook_max_interval,
+            webhook_attempt_timeout=settings.webhook_attempt_timeout,
         )
 
     @activity.defn(name=RUN_PIPELINE_ACTIVITY)
     async def run_pipeline(self, input: RunPipelineInput) -> PipelineOutcome:
+        metrics, started = self._metrics, time.monotonic()
+        metrics.runs_executing.inc()
+        outcome = "failed"
+        try:
+            result = await self._execute(input)
+            outcome = "succeeded"
+            return result
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            metrics.runs_executing.dec()
+            metrics.runs_finished.labels(outcome).inc()
+            metrics.run_duration.labels(outcome).observe(time.monotonic() - started)
+
+    async def _execute(self, input: RunPipelineInput) -> PipelineOutcome:
         started_at = _now()
         try:
             parameters = self._pipeline.validate(input.parameters)
@@ -85,7 +109,9 @@ class PipelineActivities:
             on_change=lambda: loop.call_soon_threadsafe(changed.set),
         )
         work = self._start(self._pipeline.arguments(parameters, context))
-        heartbeats = asyncio.create_task(self._heartbeat(context, changed))
+        events = RunEventSender(input, self._settings, self._pipeline.name)
+        await events.started(context.snapshot())
+        heartbeats = asyncio.create_task(self._heartbeat(context, changed, events))
         try:
             value = await asyncio.shield(work)
         except asyncio.CancelledError:
@@ -122,14 +148,18 @@ class PipelineActivities:
         call = functools.partial(function, **arguments)
         return asyncio.get_running_loop().run_in_executor(self._executor, call)
 
-    async def _heartbeat(self, context: RunContext, changed: asyncio.Event) -> None:
+    async def _heartbeat(
+        self, context: RunContext, changed: asyncio.Event, events: RunEventSender
+    ) -> None:
         """Send progress when it changes (at most every `progress_interval`) and keep
         the activity alive well within the heartbeat timeout."""
         keep_alive = self._settings.heartbeat_timeout / 4
         spacing = min(self._settings.progress_interval, keep_alive)
         while True:
             changed.clear()
-            activity.heartbeat(context.snapshot(), context.checkpoints())
+            progress = context.snapshot()
+            activity.heartbeat(progress, context.checkpoints())
+            await events.progress(progress)
             await asyncio.sleep(spacing)
             if not changed.is_set():
                 with contextlib.suppress(TimeoutError):

@@ -13,14 +13,16 @@ from fastapi.responses import HTMLResponse
 from temporalio.client import Client
 
 from warmrun import __version__
-from warmrun.api import invoke, runs, service
+from warmrun.api import invoke, runs, service, telemetry
 from warmrun.api.auth import Authenticated
 from warmrun.api.backpressure import Backlog
 from warmrun.api.body_limit import BodyLimitMiddleware
 from warmrun.api.dependencies import Deployment
 from warmrun.api.models import invoke_request_model
 from warmrun.api.problems import install_problem_handlers
-from warmrun.connection import connect
+from warmrun.api.telemetry import InvocationMetricsMiddleware
+from warmrun.connection import connect, runtime_with_prometheus
+from warmrun.metrics import Metrics
 from warmrun.pipeline import Pipeline
 from warmrun.settings import Settings
 from warmrun.worker import running_worker
@@ -36,6 +38,7 @@ def create_app(
     given), warms the pipeline up and runs the worker; shutdown drains the worker."""
     settings = settings or Settings()
     deployment_name = settings.deployment_name(pipeline.name)
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -43,17 +46,26 @@ def create_app(
             logger.warning(
                 "WARMRUN_AUTH_TOKEN is not set: anyone who can reach this port can start runs"
             )
-        temporal = client or await connect()
+        sdk_metrics_url = None
+        if client is None:
+            runtime, sdk_metrics_url = runtime_with_prometheus()
+            temporal = await connect(runtime=runtime)
+        else:
+            temporal = client
+        backlog = Backlog(temporal, task_queue_for(deployment_name), settings.max_pending_runs)
+        metrics.track_queue_depth(backlog.estimate)
         deployment = Deployment(
             pipeline=pipeline,
             settings=settings,
             client=temporal,
-            backlog=Backlog(temporal, task_queue_for(deployment_name), settings.max_pending_runs),
+            backlog=backlog,
+            metrics=metrics,
+            sdk_metrics_url=sdk_metrics_url,
         )
         async with AsyncExitStack() as stack:
             if settings.run_worker:
                 deployment.worker = await stack.enter_async_context(
-                    running_worker(temporal, pipeline, settings)
+                    running_worker(temporal, pipeline, settings, metrics)
                 )
             app.state.deployment = deployment
             logger.info(
@@ -78,11 +90,13 @@ def create_app(
         openapi_url=None,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(InvocationMetricsMiddleware, metrics=metrics)
     install_problem_handlers(app)
     app.include_router(invoke.invoke_router(invoke_request_model(pipeline, settings.max_timeout)))
     app.include_router(runs.router)
     app.include_router(service.router)
     app.include_router(service.protected)
+    app.include_router(telemetry.router)
     _add_docs(app, auth=bool(settings.auth_tokens()))
     return app
 

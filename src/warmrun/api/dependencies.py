@@ -10,6 +10,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from warmrun.api.backpressure import Backlog
+from warmrun.metrics import Metrics
 from warmrun.pipeline import Pipeline
 from warmrun.settings import Settings
 from warmrun.workflows.contract import task_queue_for
@@ -23,8 +24,10 @@ class Deployment:
     settings: Settings
     client: Client
     backlog: Backlog
+    metrics: Metrics
     worker: Worker | None = None
     draining: bool = False
+    sdk_metrics_url: str | None = None
 
     @property
     def name(self) -> str:

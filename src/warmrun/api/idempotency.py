@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from typing import Any
 
 from warmrun.api.models import InvokeRequestBase
 from warmrun.api.problems import Problem
@@ -31,9 +32,12 @@ def idempotent_run_id(deployment: str, key: str) -> str:
     return "idem-" + base64.urlsafe_b64encode(digest).decode().rstrip("=")[:32]
 
 
-def request_fingerprint(body: InvokeRequestBase) -> str:
+def request_fingerprint(body: InvokeRequestBase, parameters: dict[str, Any]) -> str:
+    """Of what the request asks for: the parameters as the pipeline sees them (defaults
+    filled, so `{}` and no parameters are the same request) and the other fields."""
+    asked = body.model_dump(mode="json", exclude={*_IGNORED_FIELDS, "parameters"})
     canonical = json.dumps(
-        body.model_dump(mode="json", exclude=_IGNORED_FIELDS), sort_keys=True, separators=(",", ":")
+        {**asked, "parameters": parameters}, sort_keys=True, separators=(",", ":")
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -176,6 +176,12 @@ def invoke_router(request_model: type[InvokeRequestBase]) -> APIRouter:
         """Start a run. Without `async` or `Prefer: respond-async` the answer waits for
         the run's end (ZenML's contract); the run goes on even if the caller hangs up."""
         preferences = parse_prefer(request.headers.getlist("prefer"))
+        if preferences.wait is not None:
+            request.state.invoke_mode = "wait"
+        elif body.async_ or preferences.respond_async:
+            request.state.invoke_mode = "async"
+        else:
+            request.state.invoke_mode = "sync"
         run = await start_run(deployment, body, idempotency_key)
         if preferences.wait is not None:
             return await finished(deployment, run, body, preferences)
@@ -192,10 +198,12 @@ def invoke_router(request_model: type[InvokeRequestBase]) -> APIRouter:
     )
     async def submit(
         body: request_model,  # type: ignore[valid-type]
+        request: Request,
         deployment: DeploymentDep,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         """Same body as `/invoke`; always answers `202` with the run's `Location`."""
+        request.state.invoke_mode = "async"
         run = await start_run(deployment, body, idempotency_key)
         return accepted(run, Preferences())
 

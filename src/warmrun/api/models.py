@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from warmrun.pipeline import Pipeline
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "timed_out"]
+WebhookEvent = Literal["started", "progress", "succeeded", "failed", "cancelled", "timed_out"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
 
 
@@ -34,6 +35,20 @@ class InvokeRequestBase(BaseModel):
         alias="async",
         description="Answer `202 Accepted` at once instead of waiting for the run's end "
         "(same as `Prefer: respond-async`).",
+    )
+    callback_url: str | None = Field(
+        None,
+        max_length=2048,
+        pattern=r"^[hH][tT][tT][pP][sS]?://[^\s/?#]+([/?#]\S*)?$",
+        description="http(s) URL to POST the run's events to, signed per Standard Webhooks. "
+        "Private, loopback and link-local targets are refused unless allowed by the server.",
+    )
+    callback_events: list[WebhookEvent] | None = Field(
+        None,
+        min_length=1,
+        max_length=6,
+        description="Events to deliver; default: the terminal one (`succeeded`, `failed`, "
+        "`cancelled` or `timed_out`). `progress` events come at most once a second.",
     )
     skip_artifact_materialization: bool | None = Field(
         None, description="Accepted so ZenML callers work unchanged; it has no effect."
@@ -111,9 +126,23 @@ class RunError(BaseModel):
     message: str
 
 
+class WebhookState(BaseModel):
+    """Delivery of the run's main event: the terminal one once the run ended."""
+
+    url: str
+    event: str | None = Field(description="The event this state is about.")
+    state: Literal[
+        "pending", "delivering", "retrying", "delivered", "gone", "rejected", "refused", "failed"
+    ]
+    attempts: int = 0
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+
+
 class RunLinks(BaseModel):
     self: str
     cancel: str
+    events: str = Field(description="Server-sent events of the run's changes.")
     temporal_ui: str
 
 
@@ -131,11 +160,22 @@ class RunResource(BaseModel):
     progress: RunProgress | None = None
     outputs: dict[str, Any] | None = None
     error: RunError | None = None
+    webhook: WebhookState | None = None
     links: RunLinks
 
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+class RunList(BaseModel):
+    """A page of runs; listed runs carry status and timing (`GET /runs/{id}` has the
+    outputs and error)."""
+
+    runs: list[RunResource]
+    next_page_token: str | None = Field(
+        None, description="Pass as `page_token` for the next page; null on the last one."
+    )
 
 
 class Health(BaseModel):

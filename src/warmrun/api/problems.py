@@ -52,8 +52,9 @@ _DESCRIPTIONS = {
     404: "No run of this deployment has that id (`run_not_found`).",
     409: "The run already ended.",
     413: "The body exceeds `WARMRUN_MAX_BODY_BYTES` (`payload_too_large`).",
-    422: "Invalid body, parameters or header (`validation_error`), or an Idempotency-Key "
-    "already used for another request (`idempotency_key_reused`).",
+    422: "Invalid body, parameters or header (`validation_error`), an Idempotency-Key "
+    "already used for another request (`idempotency_key_reused`), a callback_url that may "
+    "not be called (`callback_url_refused`) or webhooks not configured (`webhooks_disabled`).",
     429: "The deployment's backlog is full (`backlog_full`); see `Retry-After`.",
     503: "Temporal cannot be reached (`temporal_unavailable`) or this replica is shutting "
     "down (`shutting_down`); see `Retry-After`.",

@@ -17,6 +17,7 @@ from warmrun.api.dependencies import Deployment
 from warmrun.api.models import InvokeRequestBase
 from warmrun.api.problems import Problem
 from warmrun.api.run_state import RunNotFound, describe_run
+from warmrun.webhooks import WebhookTargetRefused, resolve_target
 from warmrun.workflows import PipelineRun
 from warmrun.workflows.contract import PipelineRunInput, PipelineRunResult
 
@@ -57,6 +58,8 @@ async def start_run(
             headers={"Retry-After": str(DRAINING_RETRY_AFTER)},
         )
     parameters = _parameters(deployment, body)
+    if body.callback_url:
+        await _check_callback(deployment, body.callback_url)
     if idempotency_key is None:
         async with deployment.backlog.admission() as admission:
             run = await _start(deployment, body, parameters, new_run_id(), fingerprint=None)
@@ -64,7 +67,7 @@ async def start_run(
             return run
 
     run_id = idempotency.idempotent_run_id(deployment.name, idempotency_key)
-    fingerprint = idempotency.request_fingerprint(body)
+    fingerprint = idempotency.request_fingerprint(body, parameters)
     existing = await _existing(deployment, run_id)
     if existing is not None and not _expired(deployment, existing):
         return await _same_request(deployment, existing, fingerprint, parameters)
@@ -96,12 +99,21 @@ async def _start(
     budget = body.timeout or settings.default_timeout
     pipeline_name = deployment.pipeline.name
     memo: dict[str, Any] = {"pipeline_name": pipeline_name, "run_name": body.run_name}
+    if body.callback_url:
+        memo["callback_url"] = body.callback_url
+        memo["callback_events"] = body.callback_events
     if fingerprint:
         memo[idempotency.FINGERPRINT_MEMO] = fingerprint
     created_at = datetime.now(UTC)
     handle = await deployment.client.start_workflow(
         PipelineRun.run,
-        PipelineRunInput(parameters=parameters, run_name=body.run_name, timeout=budget),
+        PipelineRunInput(
+            parameters=parameters,
+            run_name=body.run_name,
+            timeout=budget,
+            callback_url=body.callback_url,
+            callback_events=list(dict.fromkeys(body.callback_events or ())) or None,
+        ),
         id=run_id,
         task_queue=deployment.task_queue,
         # A backstop only: the workflow's own timer ends the run at its budget and waits
@@ -150,6 +162,26 @@ async def _same_request(
         return started
     handle = deployment.client.get_workflow_handle_for(PipelineRun.run, run.id, run_id=run.run_id)
     return StartedRun(run.id, run.start_time, parameters, handle)
+
+
+async def _check_callback(deployment: Deployment, url: str) -> None:
+    """Refuse at submit what can be known now; delivery checks the target again."""
+    settings = deployment.settings
+    if not settings.webhook_secrets():
+        raise Problem(
+            422,
+            "webhooks_disabled",
+            "this deployment has no WARMRUN_WEBHOOK_SECRET, so it sends no webhooks",
+        )
+    try:
+        await resolve_target(url, settings.webhook_allowed_host_list())
+    except WebhookTargetRefused as err:
+        raise Problem(
+            422,
+            "callback_url_refused",
+            str(err),
+            errors=[{"loc": ["body", "callback_url"], "msg": str(err), "type": "value_error"}],
+        ) from None
 
 
 def _parameters(deployment: Deployment, body: InvokeRequestBase) -> dict[str, Any]:

@@ -8,7 +8,9 @@ run table of its own.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import asyncio
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,8 +19,10 @@ from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import (
     Client,
+    WorkflowExecution,
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowHandle,
 )
 from temporalio.exceptions import (
@@ -30,13 +34,27 @@ from temporalio.exceptions import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from warmrun.api.dependencies import Deployment
-from warmrun.api.models import RunError, RunLinks, RunProgress, RunResource, RunStatus
+from warmrun.api.models import (
+    RunError,
+    RunLinks,
+    RunProgress,
+    RunResource,
+    RunStatus,
+    WebhookState,
+)
 from warmrun.workflows.contract import (
+    OUTCOME_MEMO,
     RUN_PIPELINE_ACTIVITY,
+    TERMINAL_EVENTS,
     TIMED_OUT_ERROR,
+    WEBHOOK_GONE_ERROR,
+    WEBHOOK_REFUSED_ERROR,
+    WEBHOOK_REJECTED_ERROR,
     WORKFLOW_TYPE,
+    PipelineOutcome,
     PipelineRunResult,
     Progress,
+    webhook_delivery_id,
 )
 
 MAX_RUN_ID_LENGTH = 1000  # Temporal's workflow ID limit
@@ -114,37 +132,105 @@ async def run_resource(
         status="queued",
         created_at=description.start_time,
         cancel_requested=description.raw_description.workflow_extended_info.cancel_requested,
-        links=RunLinks(
-            self=f"/runs/{run_id}",
-            cancel=f"/runs/{run_id}",
-            temporal_ui=deployment.temporal_ui_link(run_id),
-        ),
+        links=_links(deployment, run_id),
     )
     closed_as = _CLOSED_STATUS.get(description.status) if description.status else None
     if closed_as is None:
-        _read_pending_activity(description, resource)
-        if resource.progress is None:
-            resource.progress = RunProgress()
-        await _decode_progress(client, description, resource)
-        return resource
-    resource.finished_at = description.close_time
-    handle = client.get_workflow_handle(run_id, run_id=description.run_id)
-    await _read_history(client, handle, resource)
+        resource.progress = RunProgress()
+        if _read_pending_activity(description, resource):
+            await _decode_progress(client, description, resource)
+        else:
+            handle = client.get_workflow_handle(run_id, run_id=description.run_id)
+            await _read_open_history(client, handle, resource)
+    else:
+        resource.finished_at = description.close_time
+        handle = client.get_workflow_handle(run_id, run_id=description.run_id)
+        await _read_history(client, handle, resource)
+    if memo.get("callback_url"):
+        resource.webhook = await _webhook_state(
+            client, resource, memo["callback_url"], memo.get("callback_events")
+        )
     return resource
+
+
+_WEBHOOK_FAILURE_STATES = {
+    WEBHOOK_GONE_ERROR: "gone",
+    WEBHOOK_REJECTED_ERROR: "rejected",
+    WEBHOOK_REFUSED_ERROR: "refused",
+}
+
+
+async def _webhook_state(
+    client: Client, run: RunResource, url: str, events: list[str] | None
+) -> WebhookState:
+    """The delivery of the run's main event, read from its delivery workflow."""
+    wanted = events or list(TERMINAL_EVENTS)
+    if run.is_terminal and run.status in wanted:
+        event: str | None = run.status
+    elif "started" in wanted:
+        event = "started"
+    else:
+        event = None
+    state = WebhookState(url=url, event=event, state="pending")
+    if event is None:
+        return state
+    handle = client.get_workflow_handle(webhook_delivery_id(run.run_id, event))
+    try:
+        delivery = await handle.describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return state  # not handed over yet
+        raise
+    if delivery.status == WorkflowExecutionStatus.RUNNING:
+        for pending in delivery.raw_description.pending_activities:
+            started = pending.state in _STARTED_STATES
+            state.attempts = pending.attempt - (0 if started else 1)
+            state.last_error = pending.last_failure.message or None
+            state.state = "retrying" if state.last_error else "delivering"
+        return state
+    try:
+        result = await handle.result()
+    except WorkflowFailureError as err:
+        cause = err.cause
+        state.state = "failed"
+        state.last_error = str(cause) if cause else str(err)
+        if isinstance(cause, ApplicationError):
+            state.state = _WEBHOOK_FAILURE_STATES.get(cause.type or "", "failed")
+            state.last_error = cause.message
+            if cause.details and isinstance(cause.details[0], dict):
+                state.attempts = int(cause.details[0].get("attempts", 0))
+        return state
+    state.state = "delivered"
+    state.attempts = result["attempts"]
+    state.delivered_at = datetime.fromisoformat(result["delivered_at"])
+    return state
+
+
+def _links(deployment: Deployment, run_id: str) -> RunLinks:
+    return RunLinks(
+        self=f"/runs/{run_id}",
+        cancel=f"/runs/{run_id}",
+        events=f"/runs/{run_id}/events",
+        temporal_ui=deployment.temporal_ui_link(run_id),
+    )
 
 
 def _read_pending_activity(
     description: WorkflowExecutionDescription, resource: RunResource
-) -> None:
+) -> bool:
+    """Status, attempt and start from the pending `run_pipeline`; False if none."""
+    found = False
     for pending in description.raw_description.pending_activities:
         if pending.activity_type.name != RUN_PIPELINE_ACTIVITY:
             continue
+        found = True
         resource.attempt = pending.attempt
         if pending.state in _STARTED_STATES:
             resource.status = "running"
             resource.started_at = _time(pending.last_started_time)
         if pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_CANCEL_REQUESTED:
             resource.cancel_requested = True
+    return found
 
 
 async def _decode_progress(
@@ -160,14 +246,11 @@ async def _decode_progress(
             resource.progress = RunProgress(**asdict(progress))
 
 
-async def _read_history(
-    client: Client, handle: WorkflowHandle[Any, Any], resource: RunResource
-) -> None:
-    """Fill a closed run's outcome, start time and attempt from its history."""
-    history = await handle.fetch_history()
+def _scan_pipeline_events(events: Sequence[HistoryEvent], resource: RunResource) -> bool:
+    """Fill start time and attempt from the `run_pipeline` events; True if it was ever
+    scheduled."""
     pipeline_activities: set[int] = set()
-    close: HistoryEvent | None = None
-    for event in history.events:
+    for event in events:
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             if (
                 event.activity_task_scheduled_event_attributes.activity_type.name
@@ -179,7 +262,31 @@ async def _read_history(
             if started.scheduled_event_id in pipeline_activities:
                 resource.started_at = _time(event.event_time)
                 resource.attempt = started.attempt
-        close = event
+    return bool(pipeline_activities)
+
+
+async def _read_open_history(
+    client: Client, handle: WorkflowHandle[Any, Any], resource: RunResource
+) -> None:
+    """An open run with no pending `run_pipeline`: either not scheduled yet (queued) or
+    already ended, the workflow closing it (still running, for a few milliseconds)."""
+    history = await handle.fetch_history()
+    if _scan_pipeline_events(history.events, resource):
+        resource.status = "running"
+        for event in history.events:
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+                payloads = event.activity_task_completed_event_attributes.result.payloads
+                [outcome] = await client.data_converter.decode(payloads, [PipelineOutcome])
+                resource.progress = RunProgress(**asdict(outcome.progress))
+
+
+async def _read_history(
+    client: Client, handle: WorkflowHandle[Any, Any], resource: RunResource
+) -> None:
+    """Fill a closed run's outcome, start time and attempt from its history."""
+    history = await handle.fetch_history()
+    _scan_pipeline_events(history.events, resource)
+    close: HistoryEvent | None = history.events[-1] if history.events else None
 
     failure: BaseException | None = None
     if close is None:
@@ -216,3 +323,66 @@ def _time(timestamp: Timestamp) -> datetime | None:
     if not timestamp.seconds and not timestamp.nanos:
         return None
     return timestamp.ToDatetime(tzinfo=UTC)
+
+
+_VISIBILITY_QUERY: dict[str, str] = {
+    "queued": "ExecutionStatus = 'Running'",
+    "running": "ExecutionStatus = 'Running'",
+    "succeeded": "ExecutionStatus = 'Completed'",
+    "cancelled": "ExecutionStatus = 'Canceled'",
+    "failed": "(ExecutionStatus = 'Failed' OR ExecutionStatus = 'Terminated')",
+    "timed_out": "(ExecutionStatus = 'Failed' OR ExecutionStatus = 'TimedOut')",
+}
+
+
+@dataclass
+class RunPage:
+    runs: list[RunResource]
+    next_page_token: bytes | None
+
+
+async def list_runs(
+    deployment: Deployment, status: RunStatus | None, limit: int, page_token: bytes | None
+) -> RunPage:
+    """A page of this deployment's runs from Temporal visibility.
+
+    Visibility cannot tell queued from running nor a timeout from a failure, so open
+    runs are described and closed ones read their memo; a page filtered on such a
+    status may therefore hold fewer than `limit` runs (follow `next_page_token`).
+    """
+    query = f"TaskQueue = '{deployment.task_queue}' AND WorkflowType = '{WORKFLOW_TYPE}'"
+    if status:
+        query += f" AND {_VISIBILITY_QUERY[status]}"
+    executions = deployment.client.list_workflows(
+        query, page_size=limit, next_page_token=page_token
+    )
+    await executions.fetch_next_page()
+    page = list(executions.current_page or [])
+    runs = await asyncio.gather(*(_listed(deployment, execution) for execution in page))
+    return RunPage(
+        runs=[run for run in runs if run is not None and (status is None or run.status == status)],
+        next_page_token=executions.next_page_token or None,
+    )
+
+
+async def _listed(deployment: Deployment, execution: WorkflowExecution) -> RunResource | None:
+    if execution.status == WorkflowExecutionStatus.RUNNING:
+        try:
+            description = await describe_run(deployment, execution.id)
+        except RunNotFound:  # deleted meanwhile
+            return None
+        return await run_resource(deployment, description)
+    memo = await execution.memo()
+    closed_as = _CLOSED_STATUS.get(execution.status, "failed") if execution.status else "failed"
+    if closed_as == "failed" and memo.get(OUTCOME_MEMO) == "timed_out":
+        closed_as = "timed_out"
+    return RunResource(
+        run_id=execution.id,
+        run_name=memo.get("run_name"),
+        pipeline_name=deployment.pipeline.name,
+        deployment_name=deployment.name,
+        status=closed_as,
+        created_at=execution.start_time,
+        finished_at=execution.close_time,
+        links=_links(deployment, execution.id),
+    )

@@ -18,6 +18,7 @@ from warmrun.devserver import DevServer
 from warmrun.pipeline import Pipeline, PipelineLoadError, load_pipeline
 from warmrun.server import serve_app
 from warmrun.settings import Settings
+from warmrun.webhooks import new_secret
 from warmrun.worker import running_worker
 
 console = Console(stderr=True)
@@ -74,6 +75,16 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+
+
+def _dev_webhook_secret(data_dir: Path) -> str:
+    """A webhook secret kept under the dev data folder, so it survives restarts."""
+    path = data_dir / "webhook_secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(new_secret())
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def _exit_after_graceful_shutdown(signum: int, frame: object) -> None:
@@ -154,12 +165,14 @@ def dev(
     try:
         asyncio.run(server.wait_ready())
         os.environ["TEMPORAL_ADDRESS"] = server.address
-        settings = _settings(temporal_ui_url=server.ui_url)
+        secret = os.environ.get("WARMRUN_WEBHOOK_SECRET") or _dev_webhook_secret(data_dir)
+        settings = _settings(temporal_ui_url=server.ui_url, webhook_secret=secret)
         console.print(
             f"[bold green]warmrun dev[/bold green] · pipeline [bold]{loaded.name}[/bold]\n"
             f"  API          http://{host}:{port}  (docs: http://{host}:{port}/docs)\n"
             f"  Temporal UI  {server.ui_url}\n"
             f"  Temporal     {server.address}  (SQLite: {server.db_file})\n"
+            f"  webhooks     signed with {secret.split(',')[0]}\n"
             f"  try: curl -s -X POST http://{host}:{port}/invoke "
             "-H 'Content-Type: application/json' -H 'Prefer: respond-async' "
             "-d '{\"parameters\": {}}'"

@@ -44,6 +44,7 @@ from warmrun.client._models import (
     RunWebhook,
 )
 from warmrun.client._sync import Deployment, RunHandle
+from warmrun.webhooks import verify_webhook
 
 __all__ = [
     "APIError",
@@ -70,4 +71,5 @@ __all__ = [
     "Unsupported",
     "WaitTimedOut",
     "WarmrunError",
+    "verify_webhook",
 ]

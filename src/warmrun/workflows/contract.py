@@ -3,9 +3,9 @@
 These dataclasses are the public, versioned JSON shapes that any Temporal client
 (Python or not) sees. Fields are only ever added, with defaults, so an older caller's
 JSON keeps decoding. Unknown JSON fields are ignored by Temporal's converter.
+No postponed annotations here: the converter resolves these hints in any workflow
+sandbox that imports them.
 """
-
-from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +13,8 @@ from typing import Any
 WORKFLOW_TYPE = "PipelineRun"
 RUN_PIPELINE_ACTIVITY = "run_pipeline"
 RUN_POLICY_ACTIVITY = "resolve_run_policy"
+WEBHOOK_WORKFLOW_TYPE = "WarmrunWebhookDelivery"
+DELIVER_WEBHOOK_ACTIVITY = "deliver_webhook"
 TASK_QUEUE_PREFIX = "warmrun-"
 
 # Failure types the workflow reports, so callers can tell a run's end apart
@@ -22,10 +24,27 @@ INVALID_PARAMETERS_ERROR = "InvalidParameters"
 INVALID_OUTPUTS_ERROR = "InvalidOutputs"
 WORKER_LOST_ERROR = "WorkerLost"
 
+WEBHOOK_GONE_ERROR = "WebhookGone"
+WEBHOOK_REJECTED_ERROR = "WebhookRejected"
+WEBHOOK_REFUSED_ERROR = "WebhookTargetRefused"
+
+WEBHOOK_EVENTS = ("started", "progress", "succeeded", "failed", "cancelled", "timed_out")
+TERMINAL_EVENTS = ("succeeded", "failed", "cancelled", "timed_out")
+"""Webhook events; without `callback_events` a run sends the terminal one."""
+
+OUTCOME_MEMO = "outcome"
+"""Memo key the workflow sets when it ends in a way visibility cannot tell (timed_out)."""
+
 
 def task_queue_for(deployment: str) -> str:
     """The task queue every replica of a deployment polls."""
     return f"{TASK_QUEUE_PREFIX}{deployment}"
+
+
+def webhook_delivery_id(run_id: str, event: str, sequence: int | None = None) -> str:
+    """Workflow ID of one event's delivery: stable, so a retry never sends it twice."""
+    suffix = f".{sequence}" if sequence is not None else ""
+    return f"{run_id}.webhook.{event}{suffix}"
 
 
 @dataclass
@@ -99,6 +118,9 @@ class RunPolicy:
     """Attempts of `run_pipeline` when its worker is lost (infrastructure retries)."""
     cancel_grace: float = 60.0
     """Seconds a cancelled or timed-out pipeline gets to stop before Temporal gives up."""
+    webhook_retry_window: float = 86400.0
+    webhook_max_interval: float = 300.0
+    webhook_attempt_timeout: float = 10.0
 
 
 @dataclass
@@ -107,3 +129,25 @@ class RunPipelineInput:
 
     parameters: dict[str, Any]
     run_name: str | None = None
+    callback_url: str | None = None
+    callback_events: list[str] | None = None
+
+
+@dataclass
+class WebhookDeliveryInput:
+    """Input of the `WarmrunWebhookDelivery` workflow and its `deliver_webhook` activity."""
+
+    url: str
+    event: str
+    message_id: str
+    payload: dict[str, Any]
+    retry_window: float = 86400.0
+    max_interval: float = 300.0
+    attempt_timeout: float = 10.0
+
+
+@dataclass
+class WebhookDeliveryResult:
+    delivered_at: str
+    attempts: int
+    status_code: int

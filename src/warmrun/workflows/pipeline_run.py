@@ -4,13 +4,17 @@ The workflow does no I/O: it asks its worker for the deployment's run policy, ru
 the pipeline as one heartbeating activity, and turns the activity's end into the run's
 end. Cancellation waits for the pipeline to stop (WAIT_CANCELLATION_COMPLETED); the
 run's `timeout` is a workflow timer that cancels the activity the same way, so
-`timed_out`, like `cancelled`, is reported only once the code has stopped.
+`timed_out`, like `cancelled`, is reported only once the code has stopped. A run with
+a `callback_url` hands its terminal event to a webhook delivery workflow it abandons,
+so a slow receiver never keeps the run open.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -23,9 +27,13 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
     from warmrun.workflows.contract import (
+        OUTCOME_MEMO,
         RUN_PIPELINE_ACTIVITY,
         RUN_POLICY_ACTIVITY,
+        TASK_QUEUE_PREFIX,
+        TERMINAL_EVENTS,
         TIMED_OUT_ERROR,
+        WEBHOOK_WORKFLOW_TYPE,
         WORKER_LOST_ERROR,
         WORKFLOW_TYPE,
         PipelineOutcome,
@@ -33,6 +41,8 @@ with workflow.unsafe.imports_passed_through():
         PipelineRunResult,
         RunPipelineInput,
         RunPolicy,
+        WebhookDeliveryInput,
+        webhook_delivery_id,
     )
 
 
@@ -49,15 +59,28 @@ class PipelineRun:
             result_type=RunPolicy,
             start_to_close_timeout=timedelta(seconds=10),
         )
-        workflow.upsert_memo({"pipeline_name": policy.pipeline_name, "run_name": input.run_name})
+        memo: dict[str, Any] = {"pipeline_name": policy.pipeline_name, "run_name": input.run_name}
+        if input.callback_url:  # also for runs started around the API
+            memo |= {"callback_url": input.callback_url, "callback_events": input.callback_events}
+        workflow.upsert_memo(memo)
         budget = _budget(input.timeout, policy)
         deadline = workflow.info().workflow_start_time + timedelta(seconds=budget)
         self._deadline = deadline.isoformat()
         remaining = max((deadline - workflow.now()).total_seconds(), 0.0)
+        workflow.set_current_details(
+            f"Pipeline `{policy.pipeline_name}` runs as the `{RUN_PIPELINE_ACTIVITY}` activity; "
+            "its heartbeat details show the current step and progress.\n\n"
+            f"Times out at {self._deadline} ({budget:g} s budget)."
+        )
 
         pipeline = workflow.start_activity(
             RUN_PIPELINE_ACTIVITY,
-            RunPipelineInput(parameters=input.parameters, run_name=input.run_name),
+            RunPipelineInput(
+                parameters=input.parameters,
+                run_name=input.run_name,
+                callback_url=input.callback_url,
+                callback_events=input.callback_events,
+            ),
             result_type=PipelineOutcome,
             schedule_to_close_timeout=timedelta(seconds=remaining + policy.cancel_grace),
             heartbeat_timeout=timedelta(seconds=policy.heartbeat_timeout),
@@ -70,20 +93,27 @@ class PipelineRun:
             outcome = await pipeline
         except ActivityError as err:
             if self._timed_out:
-                raise ApplicationError(
+                # Visibility shows this run as Failed; the memo tells listings it timed out.
+                workflow.upsert_memo({OUTCOME_MEMO: "timed_out"})
+                failure = ApplicationError(
                     f"run exceeded its timeout of {budget:g}s",
                     type=TIMED_OUT_ERROR,
                     non_retryable=True,
-                ) from None
+                )
+                await self._notify(input, policy, "timed_out", error=failure)
+                raise failure from None
             if is_cancelled_exception(err):
+                await self._notify(input, policy, "cancelled")
                 raise
-            raise _run_failure(err) from None
+            failure = _run_failure(err)
+            await self._notify(input, policy, "failed", error=failure)
+            raise failure from None
         finally:
             deadline_timer.cancel()
 
         started = datetime.fromisoformat(outcome.started_at)
         finished = datetime.fromisoformat(outcome.finished_at)
-        return PipelineRunResult(
+        result = PipelineRunResult(
             outputs=outcome.outputs,
             run_name=input.run_name,
             started_at=outcome.started_at,
@@ -91,6 +121,8 @@ class PipelineRun:
             execution_time=(finished - started).total_seconds(),
             progress=outcome.progress,
         )
+        await self._notify(input, policy, "succeeded", result=result)
+        return result
 
     @workflow.query
     def deadline(self) -> str | None:
@@ -101,6 +133,62 @@ class PipelineRun:
         await workflow.sleep(seconds)
         self._timed_out = True
         pipeline.cancel()
+
+    async def _notify(
+        self,
+        input: PipelineRunInput,
+        policy: RunPolicy,
+        event: str,
+        *,
+        result: PipelineRunResult | None = None,
+        error: ApplicationError | None = None,
+    ) -> None:
+        """Hand a terminal event to its own delivery workflow, abandoned by this run."""
+        wanted = input.callback_events or TERMINAL_EVENTS
+        if not input.callback_url or event not in wanted:
+            return
+        run_id = workflow.info().workflow_id
+        await workflow.start_child_workflow(
+            WEBHOOK_WORKFLOW_TYPE,
+            WebhookDeliveryInput(
+                url=input.callback_url,
+                event=event,
+                message_id=webhook_delivery_id(run_id, event),
+                payload=_run_payload(input, policy, event, result, error),
+                retry_window=policy.webhook_retry_window,
+                max_interval=policy.webhook_max_interval,
+                attempt_timeout=policy.webhook_attempt_timeout,
+            ),
+            id=webhook_delivery_id(run_id, event),
+            task_queue=workflow.info().task_queue,
+            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            static_summary=f"webhook {event} of run {run_id}",
+        )
+
+
+def _run_payload(
+    input: PipelineRunInput,
+    policy: RunPolicy,
+    status: str,
+    result: PipelineRunResult | None,
+    error: ApplicationError | None,
+) -> dict[str, Any]:
+    """The run resource as the workflow knows it at its end (links are added on send)."""
+    info = workflow.info()
+    return {
+        "run_id": info.workflow_id,
+        "run_name": input.run_name,
+        "pipeline_name": policy.pipeline_name,
+        "deployment_name": info.task_queue.removeprefix(TASK_QUEUE_PREFIX),
+        "status": status,
+        "created_at": info.workflow_start_time.isoformat(),
+        "started_at": result.started_at if result else None,
+        "finished_at": workflow.now().isoformat(),
+        "cancel_requested": status == "cancelled",
+        "progress": asdict(result.progress) if result else None,
+        "outputs": result.outputs if result else None,
+        "error": {"type": error.type, "message": error.message} if error else None,
+    }
 
 
 def _budget(timeout: float | None, policy: RunPolicy) -> float:

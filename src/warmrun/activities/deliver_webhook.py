@@ -1,0 +1,158 @@
+"""`deliver_webhook`: POST one signed event to its target, or say why not.
+
+Temporal retries it (exponential backoff, capped, within a total window): a 2xx is
+delivered; 410 stops for good; 408, 425, 429, 5xx and network errors are retried
+(honouring `Retry-After`); any other answer is a rejection and stops. The request
+goes to the address the SSRF check approved (the Host header and TLS name stay the
+URL's), and redirects are not followed.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from warmrun import __version__
+from warmrun.metrics import Metrics
+from warmrun.settings import Settings
+from warmrun.webhooks import (
+    WebhookTargetRefused,
+    resolve_target,
+    signature_headers,
+)
+from warmrun.workflows.contract import (
+    DELIVER_WEBHOOK_ACTIVITY,
+    WEBHOOK_GONE_ERROR,
+    WEBHOOK_REFUSED_ERROR,
+    WEBHOOK_REJECTED_ERROR,
+    WebhookDeliveryInput,
+    WebhookDeliveryResult,
+)
+
+RETRIED_STATUSES = {408, 425, 429}
+
+
+class WebhookActivities:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+
+    @activity.defn(name=DELIVER_WEBHOOK_ACTIVITY)
+    async def deliver_webhook(self, input: WebhookDeliveryInput) -> WebhookDeliveryResult:
+        try:
+            result = await self._deliver(input)
+        except ApplicationError as err:
+            self._metrics.webhook_deliveries.labels(
+                "retrying" if not err.non_retryable else (err.type or "failed")
+            ).inc()
+            raise
+        self._metrics.webhook_deliveries.labels("delivered").inc()
+        return result
+
+    async def _deliver(self, input: WebhookDeliveryInput) -> WebhookDeliveryResult:
+        settings = self._settings
+        webhook_secrets = settings.webhook_secrets()
+        if not webhook_secrets:
+            raise ApplicationError(
+                "WARMRUN_WEBHOOK_SECRET is not set on the worker",
+                type=WEBHOOK_REFUSED_ERROR,
+                non_retryable=True,
+            )
+        try:
+            target = await resolve_target(input.url, settings.webhook_allowed_host_list())
+        except WebhookTargetRefused as err:
+            raise ApplicationError(
+                str(err),
+                {"attempts": activity.info().attempt},
+                type=WEBHOOK_REFUSED_ERROR,
+                non_retryable=True,
+            ) from None
+
+        body = json.dumps(
+            {**input.payload, **_links(settings, input.payload), "event": input.event},
+            separators=(",", ":"),
+        )
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"warmrun/{__version__}",
+            "Host": urlsplit(input.url).netloc.rsplit("@", 1)[-1],
+            **signature_headers(webhook_secrets, input.message_id, datetime.now(UTC), body),
+        }
+        pinned = _pinned_url(input.url, target.addresses[0])
+        attempt = activity.info().attempt
+        try:
+            async with httpx.AsyncClient(
+                timeout=input.attempt_timeout, follow_redirects=False
+            ) as http:
+                response = await http.post(
+                    pinned, content=body, headers=headers, extensions={"sni_hostname": target.host}
+                )
+        except httpx.HTTPError as err:
+            raise ApplicationError(
+                f"attempt {attempt}: {type(err).__name__}: {err}", type="WebhookUnreachable"
+            ) from None
+
+        code = response.status_code
+        if 200 <= code < 300:
+            return WebhookDeliveryResult(
+                delivered_at=datetime.now(UTC).isoformat(), attempts=attempt, status_code=code
+            )
+        if code == 410:
+            raise ApplicationError(
+                "the receiver answered 410 Gone: no more deliveries",
+                {"attempts": attempt},
+                type=WEBHOOK_GONE_ERROR,
+                non_retryable=True,
+            )
+        if code in RETRIED_STATUSES or code >= 500:
+            raise ApplicationError(
+                f"attempt {attempt}: the receiver answered {code}",
+                type="WebhookRetry",
+                next_retry_delay=_retry_after(response),
+            )
+        raise ApplicationError(
+            f"the receiver answered {code}; not retried",
+            {"attempts": attempt},
+            type=WEBHOOK_REJECTED_ERROR,
+            non_retryable=True,
+        )
+
+
+def _links(settings: Settings, payload: dict) -> dict:
+    run_id = payload.get("run_id", "")
+    base = settings.temporal_ui_url.rstrip("/")
+    return {
+        "links": {
+            "self": f"/runs/{run_id}",
+            "cancel": f"/runs/{run_id}",
+            "events": f"/runs/{run_id}/events",
+            "temporal_ui": f"{base}/namespaces/{activity.info().namespace}/workflows/{run_id}",
+        }
+    }
+
+
+def _pinned_url(url: str, address: str) -> str:
+    """The URL with its host replaced by the checked address (no second DNS lookup)."""
+    parts = urlsplit(url)
+    host = f"[{address}]" if ":" in address else address
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+
+
+def _retry_after(response: httpx.Response) -> timedelta | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    if value.isdigit():
+        return timedelta(seconds=min(int(value), 3600))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when - datetime.now(UTC), timedelta(0))

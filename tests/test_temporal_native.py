@@ -1,0 +1,199 @@
+"""The Temporal-native surface: the `temporal` CLI, composition, listing, live events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.worker import Worker
+
+from conftest import submit, wait_for_status
+from parent_workflows import OneChild, ParentOfOneRun
+from warmrun.devserver import DevServer, temporal_binary
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+async def temporal_cli(dev_server: DevServer, *args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        str(temporal_binary()),
+        *args,
+        "--address",
+        dev_server.address,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_temporal_cli_describes_a_run_with_its_summary_and_parameters(
+    sleepy: httpx.AsyncClient, dev_server: DevServer
+) -> None:
+    answer = await sleepy.post("/invoke", json={"parameters": {"steps": 3}, "run_name": "nightly"})
+    run_id = answer.headers["X-Run-Id"]
+
+    described = json.loads(
+        await temporal_cli(dev_server, "workflow", "describe", "-w", run_id, "-o", "json")
+    )
+
+    text = json.dumps(described)
+    assert "sleepy: nightly" in text  # the static summary
+    assert '\\"steps\\": 3' in text  # the parameters, in the static details
+    assert described["workflowExecutionInfo"]["taskQueue"] == "warmrun-sleepy"
+
+
+async def test_temporal_workflow_execute_returns_outputs_and_the_api_reads_the_run(
+    sleepy: httpx.AsyncClient, dev_server: DevServer
+) -> None:
+    run_id = f"from-the-cli-{uuid.uuid4().hex[:8]}"
+
+    output = await temporal_cli(
+        dev_server,
+        "workflow",
+        "execute",
+        "--type",
+        "PipelineRun",
+        "--task-queue",
+        "warmrun-sleepy",
+        "--workflow-id",
+        run_id,
+        "--input",
+        '{"parameters": {"steps": 2}}',
+        "-o",
+        "json",
+    )
+
+    assert '"steps": 2' in output or '"steps":2' in output
+    run = (await sleepy.get(f"/runs/{run_id}")).json()
+    assert run["status"] == "succeeded"
+    assert run["outputs"]["steps"] == 2
+    assert run["outputs"]["run_id"] == run_id
+
+
+async def test_a_parent_workflow_composes_a_run_and_its_cancel_stops_the_pipeline(
+    sleepy: httpx.AsyncClient, temporal_client: Client, tmp_path: Path
+) -> None:
+    marker = tmp_path / "stopped"
+    child_id = f"child-{uuid.uuid4().hex[:8]}"
+    async with Worker(temporal_client, task_queue="parents", workflows=[ParentOfOneRun]):
+        parent = await temporal_client.start_workflow(
+            ParentOfOneRun.run,
+            OneChild("sleepy", {"seconds": 60, "marker": str(marker)}, child_id),
+            id=f"parent-{child_id}",
+            task_queue="parents",
+        )
+        while (await sleepy.get(f"/runs/{child_id}")).status_code == 404:
+            await asyncio.sleep(0.05)  # the parent has not started its child yet
+        await wait_for_status(sleepy, child_id, {"running"})
+
+        await parent.cancel()
+
+        child = await wait_for_status(sleepy, child_id, {"cancelled"}, timeout=30)
+        assert marker.exists()
+        assert child["cancel_requested"] is True
+        assert (await parent.describe()).status == WorkflowExecutionStatus.CANCELED
+
+
+async def test_the_batch_scoring_example_runs_children_on_the_sentiment_deployment(
+    serve, temporal_client: Client
+) -> None:
+    from batch_scoring import ScoreBatches  # examples/, on sys.path below
+
+    async with (
+        serve(f"{EXAMPLES / 'sentiment.py'}:sentiment") as http,
+        Worker(temporal_client, task_queue="batch-scoring", workflows=[ScoreBatches]),
+    ):
+        scores = await temporal_client.execute_workflow(
+            ScoreBatches.run,
+            [["what a great day"], ["this is awful"]],
+            id=f"score-batches-{uuid.uuid4().hex[:8]}",
+            task_queue="batch-scoring",
+        )
+        assert scores[0] > 0 > scores[1]
+        listed = (await http.get("/runs", params={"status": "succeeded"})).json()["runs"]
+        assert {run["run_name"] for run in listed} >= {"batch 1 of 2", "batch 2 of 2"}
+
+
+async def test_listing_filters_by_status_and_pages(serve) -> None:
+    async with serve("sleepy", deployment="listing") as http:
+        succeeded = [(await http.post("/invoke", json={"parameters": {}})).headers["X-Run-Id"]]
+        succeeded.append((await http.post("/invoke", json={"parameters": {}})).headers["X-Run-Id"])
+        failed = (await http.post("/invoke", json={"parameters": {"fail": "no"}})).headers[
+            "X-Run-Id"
+        ]
+        timed_out = (
+            await http.post("/invoke", json={"parameters": {"seconds": 30}, "timeout": 0.5})
+        ).headers["X-Run-Id"]
+        running = await submit(http, {"seconds": 30})
+        await wait_for_status(http, running, {"running"})
+
+        async def listed(**params: Any) -> list[str]:
+            ids: list[str] = []
+            token = None
+            while True:
+                page = (
+                    await http.get("/runs", params={**params, "limit": 2, "page_token": token})
+                ).json()
+                assert len(page["runs"]) <= 2
+                ids += [run["run_id"] for run in page["runs"]]
+                token = page["next_page_token"]
+                if not token:
+                    return ids
+
+        expected_all = {*succeeded, failed, timed_out, running}
+        for _ in range(50):  # visibility settles within moments
+            everything = await listed()
+            if set(everything) == expected_all:
+                break
+            await asyncio.sleep(0.1)
+        assert sorted(everything) == sorted(expected_all)  # each run once, across pages
+        assert everything[0] == running  # open runs first
+        assert set(await listed(status="succeeded")) == set(succeeded)
+        assert await listed(status="failed") == [failed]
+        assert await listed(status="timed_out") == [timed_out]
+        assert await listed(status="running") == [running]
+        assert await listed(status="queued") == []
+
+        bad = await http.get("/runs", params={"page_token": "not-a-token!"})
+        assert bad.status_code == 422
+        await http.delete(f"/runs/{running}")
+
+
+async def test_event_stream_reports_progress_then_the_terminal_event(
+    sleepy: httpx.AsyncClient,
+) -> None:
+    run_id = await submit(sleepy, {"seconds": 2, "steps": 4})
+
+    events: list[tuple[str, dict[str, Any]]] = []
+    async with sleepy.stream("GET", f"/runs/{run_id}/events") as stream:
+        assert stream.headers["Content-Type"].startswith("text/event-stream")
+        name, data = "message", ""
+        async for line in stream.aiter_lines():
+            if line.startswith("event:"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                data = line.split(":", 1)[1].strip()
+            elif not line and data:
+                events.append((name, json.loads(data)))
+                name, data = "message", ""
+
+    names = [name for name, _ in events]
+    assert names[0] == "status"
+    assert names[-1] == "succeeded"
+    assert events[-1][1]["outputs"]["steps"] == 4
+    completed = [data["steps_completed"] for name, data in events if name == "progress"]
+    assert len(completed) >= 2
+    assert completed == sorted(completed)
+
+
+async def test_event_stream_of_an_unknown_run_is_404(sleepy: httpx.AsyncClient) -> None:
+    answer = await sleepy.get("/runs/nope/events")
+    assert answer.status_code == 404
+    assert answer.json()["code"] == "run_not_found"
