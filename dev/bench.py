@@ -46,6 +46,7 @@ from raw_workflow import WORKFLOW_NAME, RawNoop, RawNoopInput, raw_noop
 from rich.console import Console
 from rich.table import Table
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.worker import Worker
 
 import warmrun
@@ -355,6 +356,9 @@ class Profiler:
 
 
 class Bench:
+    """The phases, each measuring warmrun and its raw-Temporal counterpart back to back
+    against the same server, so that both see the same machine state."""
+
     def __init__(
         self,
         sizes: Sizes,
@@ -626,7 +630,8 @@ class Bench:
     async def rss(self, n: int, checkpoints: int = 10) -> dict[str, Any]:
         """RSS of the warmrun process after every tenth of `n` runs (a plateau is warm
         caches filling; a steady slope is a leak)."""
-        await asyncio.sleep(1.0)
+        settle = 1.0 if n >= 1000 else 0.2  # let freed memory and GC settle before reading
+        await asyncio.sleep(settle)
         before = rss_mb(self.warmrun_pid)
         curve: list[dict[str, float]] = []
         chunk = max(1, n // checkpoints)
@@ -639,7 +644,7 @@ class Bench:
             done += size
             curve.append({"runs": done, "rss_mb": round(rss_mb(self.warmrun_pid), 1)})
             console.log(f"rss: {done} runs, {curve[-1]['rss_mb']} MB")
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(2 * settle)
         after = rss_mb(self.warmrun_pid)
         half = next((point for point in curve if point["runs"] >= n / 2), curve[0])
         return {
@@ -678,17 +683,38 @@ async def accept_api_only(
             async def raw_start(_: int) -> None:
                 await api.raw_start(task_queue="bench-no-worker")
 
+            async def raw_start_like_warmrun(_: int) -> None:
+                """The start options warmrun sends (memo, UI summary and details, ID
+                policies, execution timeout): what they cost the server, without HTTP."""
+                await bench.raw.start_workflow(
+                    RawNoop.run,
+                    RawNoopInput(),
+                    id=f"raw-{secrets.token_urlsafe(16)}",
+                    task_queue="bench-no-worker",
+                    execution_timeout=timedelta(hours=1, minutes=2),
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                    memo={"pipeline_name": "noop", "run_name": None},
+                    static_summary="noop",
+                    static_details='Parameters:\n```json\n{\n  "seconds": 0.0\n}\n```',
+                )
+
             for concurrency, n in ((1, bench.sizes.accept_c1), (32, bench.sizes.accept_c32)):
                 name = f"accept_api_only_c{concurrency}"
                 warm = await api.measure(f"{name}_warmrun", api.invoke_async, n, concurrency)
                 raw = await api.measure(f"{name}_raw", raw_start, n, concurrency)
+                like = await api.measure(
+                    f"{name}_raw_like_warmrun", raw_start_like_warmrun, n, concurrency
+                )
                 results[f"c{concurrency}"] = {
                     "warmrun": asdict(warm),
                     "raw": asdict(raw),
+                    "raw_like_warmrun": asdict(like),
                     "ratio": {
                         "throughput": ratio(warm.throughput, raw.throughput),
                         "p50": ratio(warm.p50_ms, raw.p50_ms),
                         "p99": ratio(warm.p99_ms, raw.p99_ms),
+                        "throughput_vs_like": ratio(warm.throughput, like.throughput),
                     },
                 }
     finally:
@@ -820,6 +846,13 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             label = f"accept c={concurrency}, nothing executing"
             row(f"{label}: throughput", warm["throughput"], raw["throughput"], "/s")
             row(f"{label}: p50", warm["p50_ms"], raw["p50_ms"], "ms")
+            like = accept["raw_like_warmrun"]
+            row(
+                f"{label}: throughput vs raw with warmrun's start options",
+                warm["throughput"],
+                like["throughput"],
+                "/s",
+            )
     sync = results.get("sync")
     if sync:
         for label, key in (("eager", "raw_eager"), ("no eager", "raw")):

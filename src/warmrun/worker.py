@@ -12,8 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from warmrun.activities import PipelineActivities
 from warmrun.activities.deliver_webhook import WebhookActivities
@@ -44,12 +43,11 @@ def build_worker(
         client,
         task_queue=task_queue_for(settings.deployment_name(pipeline.name)),
         workflows=[PipelineRun, WebhookDelivery],
-        # warmrun's modules are deterministic and free of import side effects: import them
-        # once, not again in every workflow's sandbox (that re-import dominated the
-        # per-run cost: pydantic models rebuilt for each run).
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules("warmrun")
-        ),
+        # No sandbox: building one per run cost several ms of CPU per run (measured in
+        # BENCHMARKS.md). warmrun's two workflows are small and deterministic, and
+        # tests/test_replay.py replays their recorded histories in the sandbox so a
+        # non-deterministic change still fails loudly.
+        workflow_runner=UnsandboxedWorkflowRunner(),
         activities=[
             activities.resolve_run_policy,
             activities.run_pipeline,

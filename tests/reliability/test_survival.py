@@ -307,3 +307,33 @@ async def _burst(replica: Replica, temporal_client: Client) -> None:
     assert len(set(run_ids)) == total
     assert completed == set(run_ids)
     assert {run["status"] for run in sample} == {"succeeded"}
+
+
+async def test_a_second_signal_exits_at_once_and_the_run_resumes_elsewhere(
+    replicas: Callable[..., Replica], tmp_path: Path
+) -> None:
+    journal = tmp_path / "journal"
+    leaving = await replicas("journaled", deployment="impatient", shutdown_grace=60).ready()
+    async with httpx.AsyncClient(base_url=leaving.url, timeout=10) as http:
+        answer = await http.post(
+            "/invoke",
+            json={
+                "parameters": {"journal": str(journal), "steps": 3, "step_seconds": 2},
+                "async": True,
+            },
+        )
+        run_id = answer.json()["run_id"]
+    staying = await replicas("journaled", deployment="impatient").ready()
+    while not journal_entries(journal):
+        await asyncio.sleep(0.05)
+
+    leaving.signal(signal.SIGTERM)
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    leaving.signal(signal.SIGTERM)
+
+    assert await leaving.exit_code(timeout=10) == 1
+    assert time.monotonic() - started < 5  # not the 60 s grace
+    run = await poll_run(staying.url, run_id, TERMINAL)
+    assert run["status"] == "succeeded"
+    assert run["outputs"]["finished_by"] == staying.pid

@@ -37,6 +37,9 @@ from warmrun.workflows.contract import (
     StepCheckpoint,
 )
 
+MAX_SILENCE = 2.0
+"""Longest gap between heartbeats: a cancel reaches a run only in a heartbeat's answer."""
+
 
 class PipelineActivities:
     """The activities of one deployment, bound to its warm state and thread pool."""
@@ -153,17 +156,19 @@ class PipelineActivities:
     ) -> None:
         """Send progress when it changes (at most every `progress_interval`) and keep
         the activity alive well within the heartbeat timeout."""
-        keep_alive = self._settings.heartbeat_timeout / 4
+        keep_alive = min(self._settings.heartbeat_timeout / 4, MAX_SILENCE)
         spacing = min(self._settings.progress_interval, keep_alive)
         while True:
-            changed.clear()
-            progress = context.snapshot()
-            activity.heartbeat(progress, context.checkpoints())
-            await events.progress(progress)
+            # No heartbeat at t=0: a short run then sends none at all (its result carries
+            # the progress), which saves an RPC and server work per run.
             await asyncio.sleep(spacing)
             if not changed.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), keep_alive - spacing)
+            changed.clear()
+            progress = context.snapshot()
+            activity.heartbeat(progress, context.checkpoints())
+            await events.progress(progress)
 
 
 async def _stopped(work: asyncio.Future[Any], context: RunContext, *, interrupt: bool) -> None:

@@ -28,7 +28,9 @@ from warmrun.workflows.contract import WORKFLOW_TYPE
 
 REFRESH_SECONDS = 0.5
 RECOUNT_SECONDS = 0.05
-"""At the limit, the count is refreshed when older than this before a run is refused."""
+RECOUNTS = 3
+"""At the limit, the count is taken again up to this many times, `RECOUNT_SECONDS`
+apart, before a run is refused (so a refusal takes ~0.1 s longer)."""
 ASSUME_VISIBLE_AFTER = 10.0
 """A started run still unseen after this long is assumed counted (bounds the id list)."""
 ID_QUERY_CHUNK = 100
@@ -45,7 +47,7 @@ class Admission:
         self._backlog = backlog
 
     def started(self, run_id: str) -> None:
-        self._backlog._unseen[run_id] = time.monotonic()
+        self._backlog.track(run_id)
 
 
 class Backlog:
@@ -66,6 +68,14 @@ class Backlog:
     def limit(self) -> int:
         return self._limit
 
+    def track(self, run_id: str) -> None:
+        """Count a run this replica started until visibility shows it."""
+        self._unseen[run_id] = time.monotonic()
+
+    def ended(self, run_id: str) -> None:
+        """A run this replica saw end (a sync call) is no longer open."""
+        self._unseen.pop(run_id, None)
+
     def estimate(self) -> int:
         return self._counted + self._starting + len(self._unseen)
 
@@ -82,9 +92,15 @@ class Backlog:
     async def _admit(self) -> None:
         if self._age() > REFRESH_SECONDS:
             await self._refresh(REFRESH_SECONDS)
-        if self._full() and self._age() > RECOUNT_SECONDS:
-            # Runs counted as open may have finished since: count again before refusing.
-            await self._refresh(RECOUNT_SECONDS)
+        for recount in range(RECOUNTS):
+            if not self._full():
+                break
+            # Runs counted as open may have finished since, and visibility lags a little
+            # behind: count again (a few times, briefly) before refusing.
+            if recount:
+                await asyncio.sleep(RECOUNT_SECONDS)
+            if self._age() > RECOUNT_SECONDS:
+                await self._refresh(RECOUNT_SECONDS)
         if self._full():
             retry_after = await self._retry_after_seconds()
             raise Problem(

@@ -53,7 +53,8 @@ class Deployment:
         return f"{base}/namespaces/{self.namespace}/workflows/{run_id}"
 
 
-def get_deployment(request: Request) -> Deployment:
+async def get_deployment(request: Request) -> Deployment:
+    """`async def`: a plain function dependency would cost a thread-pool hop per request."""
     return request.app.state.deployment
 
 

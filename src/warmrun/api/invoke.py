@@ -58,7 +58,7 @@ async def finished(
 ) -> JSONResponse:
     """`Prefer: wait=N`: the result if the run ends within N seconds, else 202."""
     try:
-        outcome = await asyncio.wait_for(_outcome(run), preferences.wait)
+        outcome = await asyncio.wait_for(_outcome(deployment, run), preferences.wait)
     except TimeoutError:
         return accepted(run, preferences)
     headers = {"X-Run-Id": run.run_id}
@@ -75,7 +75,7 @@ def streamed(deployment: Deployment, run: StartedRun, body: InvokeRequestBase) -
     the run_id, and the run goes on without it."""
 
     async def body_chunks() -> AsyncIterator[bytes]:
-        waiting = asyncio.ensure_future(_outcome(run))
+        waiting = asyncio.ensure_future(_outcome(deployment, run))
         try:
             while True:
                 done, _ = await asyncio.wait({waiting}, timeout=KEEPALIVE_SECONDS)
@@ -95,11 +95,18 @@ def streamed(deployment: Deployment, run: StartedRun, body: InvokeRequestBase) -
     )
 
 
-async def _outcome(run: StartedRun) -> tuple[PipelineRunResult | None, BaseException | None]:
+async def _outcome(
+    deployment: Deployment, run: StartedRun
+) -> tuple[PipelineRunResult | None, BaseException | None]:
     try:
-        return await run.handle.result(), None
+        outcome: tuple[PipelineRunResult | None, BaseException | None] = (
+            await run.handle.result(),
+            None,
+        )
     except WorkflowFailureError as err:
-        return None, err.cause
+        outcome = None, err.cause
+    deployment.backlog.ended(run.run_id)  # only once it really ended (not on a timeout)
+    return outcome
 
 
 def _zenml_response(
@@ -182,7 +189,9 @@ def invoke_router(request_model: type[InvokeRequestBase]) -> APIRouter:
             request.state.invoke_mode = "async"
         else:
             request.state.invoke_mode = "sync"
-        run = await start_run(deployment, body, idempotency_key)
+        run = await start_run(
+            deployment, body, idempotency_key, caller_waits=request.state.invoke_mode != "async"
+        )
         if preferences.wait is not None:
             return await finished(deployment, run, body, preferences)
         if body.async_ or preferences.respond_async:

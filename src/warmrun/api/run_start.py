@@ -46,10 +46,18 @@ def new_run_id() -> str:
 
 
 async def start_run(
-    deployment: Deployment, body: InvokeRequestBase, idempotency_key: str | None = None
+    deployment: Deployment,
+    body: InvokeRequestBase,
+    idempotency_key: str | None = None,
+    *,
+    caller_waits: bool = False,
 ) -> StartedRun:
     """Start the run's workflow (or find the one its Idempotency-Key names); once this
-    returns, the run exists durably on the Temporal server."""
+    returns, the run exists durably on the Temporal server.
+
+    A caller that waits for the result gets eager start (the first workflow task runs
+    here, saving a round trip); an async accept does not, since running that task inline
+    would only delay the 202."""
     if deployment.draining:
         raise Problem(
             503,
@@ -62,7 +70,7 @@ async def start_run(
         await _check_callback(deployment, body.callback_url)
     if idempotency_key is None:
         async with deployment.backlog.admission() as admission:
-            run = await _start(deployment, body, parameters, new_run_id(), fingerprint=None)
+            run = await _start(deployment, body, parameters, new_run_id(), None, eager=caller_waits)
             admission.started(run.run_id)
             return run
 
@@ -74,7 +82,13 @@ async def start_run(
     try:
         async with deployment.backlog.admission() as admission:
             run = await _start(
-                deployment, body, parameters, run_id, fingerprint, replace=existing is not None
+                deployment,
+                body,
+                parameters,
+                run_id,
+                fingerprint,
+                replace=existing is not None,
+                eager=caller_waits,
             )
             admission.started(run_id)
     except WorkflowAlreadyStartedError:  # a duplicate finished in between
@@ -94,6 +108,7 @@ async def _start(
     fingerprint: str | None,
     *,
     replace: bool = False,
+    eager: bool = False,
 ) -> StartedRun:
     settings = deployment.settings
     budget = body.timeout or settings.default_timeout
@@ -128,7 +143,7 @@ async def _start(
         memo=memo,
         static_summary=f"{pipeline_name}: {body.run_name}" if body.run_name else pipeline_name,
         static_details=_parameters_details(parameters),
-        request_eager_start=deployment.worker is not None,
+        request_eager_start=eager and deployment.worker is not None,
     )
     return StartedRun(run_id, created_at, parameters, handle)
 

@@ -60,9 +60,11 @@ class PipelineRun:
             start_to_close_timeout=timedelta(seconds=10),
         )
         memo: dict[str, Any] = {"pipeline_name": policy.pipeline_name, "run_name": input.run_name}
-        if input.callback_url:  # also for runs started around the API
+        if input.callback_url:
             memo |= {"callback_url": input.callback_url, "callback_events": input.callback_events}
-        workflow.upsert_memo(memo)
+        # Runs started through the API carry this memo already; others get it here.
+        if any(workflow.memo_value(key, None) != value for key, value in memo.items()):
+            workflow.upsert_memo(memo)
         budget = _budget(input.timeout, policy)
         deadline = workflow.info().workflow_start_time + timedelta(seconds=budget)
         self._deadline = deadline.isoformat()
