@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import platform
@@ -50,7 +49,13 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.worker import Worker
 
 import warmrun
-from warmrun.devserver import DevServer, free_port, temporal_binary
+from warmrun.devserver import (
+    DevServer,
+    die_with_parent,
+    free_port,
+    stop_process,
+    temporal_binary,
+)
 
 DEV = Path(__file__).resolve().parent
 ROOT = DEV.parent
@@ -105,12 +110,6 @@ class BenchServer(DevServer):
     def pid(self) -> int:
         assert self._process is not None, "dev server not started"
         return self._process.pid
-
-
-def _die_with_parent() -> None:
-    """Linux: the warmrun child gets SIGTERM if this script dies without stopping it."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def warmrun_command(port: int, log_level: str, *extra: str) -> list[str]:
@@ -170,19 +169,8 @@ def start_warmrun(
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
-
-
-def stop_process(process: subprocess.Popen | None, timeout: float = 15.0) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def cpu_seconds(pid: int) -> float:
