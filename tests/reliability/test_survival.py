@@ -8,7 +8,6 @@ import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +73,24 @@ async def poll_run(
     raise AssertionError(f"run {run_id} never reached {statuses}: {run}")
 
 
+async def submit_journaled(replica: Replica, journal: Path, steps: int, step_seconds: float) -> str:
+    """Start a `journaled` run through `replica`; its steps append to `journal`."""
+    async with httpx.AsyncClient(base_url=replica.url, timeout=10) as http:
+        answer = await http.post(
+            "/invoke",
+            json={
+                "parameters": {
+                    "journal": str(journal),
+                    "steps": steps,
+                    "step_seconds": step_seconds,
+                },
+                "async": True,
+            },
+        )
+    assert answer.status_code == 202, answer.text
+    return answer.json()["run_id"]
+
+
 def journal_entries(journal: Path) -> list[tuple[int, int]]:
     if not journal.exists():
         return []
@@ -89,13 +106,7 @@ async def test_sigkill_mid_run_resumes_on_another_replica_without_redoing_steps(
     journal = tmp_path / "journal"
     first = await replicas("journaled", deployment="resume").ready()
     second = await replicas("journaled", deployment="resume").ready()
-    async with httpx.AsyncClient(base_url=first.url, timeout=10) as http:
-        answer = await http.post(
-            "/invoke",
-            json={"parameters": {"journal": str(journal), "steps": 5, "step_seconds": 1.0}},
-            headers={"Prefer": "respond-async"},
-        )
-        run_id = answer.json()["run_id"]
+    run_id = await submit_journaled(first, journal, steps=5, step_seconds=1.0)
 
     while len(journal_entries(journal)) < 2:
         await asyncio.sleep(0.05)
@@ -141,9 +152,8 @@ async def test_sigterm_drains_in_flight_runs_and_refuses_new_ones(
     assert still_readable.json()["status"] == "running"
     assert await replica.exit_code() == 0
     # The run finished inside the grace period, on the draining replica.
-    async with AsyncExitStack():
-        other = await replicas("whoami", deployment="drain").ready()
-        run = await poll_run(other.url, run_id, TERMINAL)
+    other = await replicas("whoami", deployment="drain").ready()
+    run = await poll_run(other.url, run_id, TERMINAL)
     assert run["status"] == "succeeded"
     assert run["attempt"] == 1
     assert run["outputs"]["pid"] == replica.pid
@@ -154,15 +164,7 @@ async def test_runs_outliving_the_grace_period_are_handed_to_another_replica(
 ) -> None:
     journal = tmp_path / "journal"
     leaving = await replicas("journaled", deployment="handover", shutdown_grace=1).ready()
-    async with httpx.AsyncClient(base_url=leaving.url, timeout=10) as http:
-        answer = await http.post(
-            "/invoke",
-            json={
-                "parameters": {"journal": str(journal), "steps": 4, "step_seconds": 1.5},
-                "async": True,
-            },
-        )
-        run_id = answer.json()["run_id"]
+    run_id = await submit_journaled(leaving, journal, steps=4, step_seconds=1.5)
     staying = await replicas("journaled", deployment="handover").ready()
     while not journal_entries(journal):
         await asyncio.sleep(0.05)
@@ -182,15 +184,8 @@ async def test_temporal_outage_answers_503_and_runs_complete_after_restart(
 ) -> None:
     journal = tmp_path / "journal"
     replica = await replicas("journaled", deployment="outage").ready()
+    run_id = await submit_journaled(replica, journal, steps=4, step_seconds=1.0)
     async with httpx.AsyncClient(base_url=replica.url, timeout=30) as http:
-        answer = await http.post(
-            "/invoke",
-            json={
-                "parameters": {"journal": str(journal), "steps": 4, "step_seconds": 1.0},
-                "async": True,
-            },
-        )
-        run_id = answer.json()["run_id"]
         while not journal_entries(journal):
             await asyncio.sleep(0.05)
 
@@ -314,15 +309,7 @@ async def test_a_second_signal_exits_at_once_and_the_run_resumes_elsewhere(
 ) -> None:
     journal = tmp_path / "journal"
     leaving = await replicas("journaled", deployment="impatient", shutdown_grace=60).ready()
-    async with httpx.AsyncClient(base_url=leaving.url, timeout=10) as http:
-        answer = await http.post(
-            "/invoke",
-            json={
-                "parameters": {"journal": str(journal), "steps": 3, "step_seconds": 2},
-                "async": True,
-            },
-        )
-        run_id = answer.json()["run_id"]
+    run_id = await submit_journaled(leaving, journal, steps=3, step_seconds=2)
     staying = await replicas("journaled", deployment="impatient").ready()
     while not journal_entries(journal):
         await asyncio.sleep(0.05)

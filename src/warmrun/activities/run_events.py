@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
 from typing import Any
 
 from temporalio import activity
@@ -19,11 +18,11 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from warmrun.settings import Settings
 from warmrun.workflows.contract import (
-    TASK_QUEUE_PREFIX,
     WEBHOOK_WORKFLOW_TYPE,
     Progress,
     RunPipelineInput,
     WebhookDeliveryInput,
+    run_payload,
     webhook_delivery_id,
 )
 
@@ -92,15 +91,13 @@ class RunEventSender:
 
     def _payload(self, progress: Progress) -> dict[str, Any]:
         info = activity.info()
-        return {
-            "run_id": info.workflow_id,
-            "run_name": self._run_name,
-            "pipeline_name": self._pipeline_name,
-            "deployment_name": info.task_queue.removeprefix(TASK_QUEUE_PREFIX),
-            "status": "running",
-            "attempt": info.attempt,
-            "started_at": info.started_time.isoformat(),
-            "progress": asdict(progress),
-            "outputs": None,
-            "error": None,
-        }
+        return run_payload(
+            run_id=info.workflow_id,
+            run_name=self._run_name,
+            pipeline_name=self._pipeline_name,
+            task_queue=info.task_queue,
+            status="running",
+            progress=progress,
+            started_at=info.started_time.isoformat(),
+            attempt=info.attempt,
+        )

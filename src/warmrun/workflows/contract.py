@@ -7,7 +7,7 @@ No postponed annotations here: the converter resolves these hints in any workflo
 sandbox that imports them.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 WORKFLOW_TYPE = "PipelineRun"
@@ -151,3 +151,37 @@ class WebhookDeliveryResult:
     delivered_at: str
     attempts: int
     status_code: int
+
+
+def run_payload(
+    *,
+    run_id: str,
+    run_name: str | None,
+    pipeline_name: str,
+    task_queue: str,
+    status: str,
+    progress: Progress | None = None,
+    created_at: str | None = None,
+    started_at: str | None = None,
+    finished_at: str | None = None,
+    attempt: int | None = None,
+    outputs: dict[str, Any] | None = None,
+    error: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A webhook body: the run resource as the worker sending it knows the run (the
+    delivery adds `links` and `event`)."""
+    return {
+        "run_id": run_id,
+        "run_name": run_name,
+        "pipeline_name": pipeline_name,
+        "deployment_name": task_queue.removeprefix(TASK_QUEUE_PREFIX),
+        "status": status,
+        "created_at": created_at,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "attempt": attempt,
+        "cancel_requested": status == "cancelled",
+        "progress": asdict(progress) if progress else None,
+        "outputs": outputs,
+        "error": error,
+    }

@@ -12,7 +12,6 @@ so a slow receiver never keeps the run open.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,7 +29,6 @@ with workflow.unsafe.imports_passed_through():
         OUTCOME_MEMO,
         RUN_PIPELINE_ACTIVITY,
         RUN_POLICY_ACTIVITY,
-        TASK_QUEUE_PREFIX,
         TERMINAL_EVENTS,
         TIMED_OUT_ERROR,
         WEBHOOK_WORKFLOW_TYPE,
@@ -42,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         RunPipelineInput,
         RunPolicy,
         WebhookDeliveryInput,
+        run_payload,
         webhook_delivery_id,
     )
 
@@ -175,22 +174,20 @@ def _run_payload(
     result: PipelineRunResult | None,
     error: ApplicationError | None,
 ) -> dict[str, Any]:
-    """The run resource as the workflow knows it at its end (links are added on send)."""
     info = workflow.info()
-    return {
-        "run_id": info.workflow_id,
-        "run_name": input.run_name,
-        "pipeline_name": policy.pipeline_name,
-        "deployment_name": info.task_queue.removeprefix(TASK_QUEUE_PREFIX),
-        "status": status,
-        "created_at": info.workflow_start_time.isoformat(),
-        "started_at": result.started_at if result else None,
-        "finished_at": workflow.now().isoformat(),
-        "cancel_requested": status == "cancelled",
-        "progress": asdict(result.progress) if result else None,
-        "outputs": result.outputs if result else None,
-        "error": {"type": error.type, "message": error.message} if error else None,
-    }
+    return run_payload(
+        run_id=info.workflow_id,
+        run_name=input.run_name,
+        pipeline_name=policy.pipeline_name,
+        task_queue=info.task_queue,
+        status=status,
+        progress=result.progress if result else None,
+        created_at=info.workflow_start_time.isoformat(),
+        started_at=result.started_at if result else None,
+        finished_at=workflow.now().isoformat(),
+        outputs=result.outputs if result else None,
+        error={"type": error.type or "", "message": error.message} if error else None,
+    )
 
 
 def _budget(timeout: float | None, policy: RunPolicy) -> float:
