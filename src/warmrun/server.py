@@ -25,6 +25,8 @@ from warmrun.api.dependencies import Deployment
 
 logger = logging.getLogger(__name__)
 
+KEEP_ALIVE_SECONDS = 75
+
 
 class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
@@ -58,6 +60,9 @@ def serve_app(app: FastAPI, *, host: str, port: int, log_level: str, grace: floa
         host=host,
         port=port,
         log_level=log_level.lower(),
+        # Longer than the idle timeout of common load balancers (60 s), so that the server
+        # never closes a kept-alive connection just as a client reuses it.
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         # Sync invocations still waiting when the drain ends are cut after this; their
         # runs go on (the client can read them by the X-Run-Id it already has).
         timeout_graceful_shutdown=max(int(grace), 1),

@@ -44,6 +44,7 @@ class Replica:
             **os.environ,
             **FAST_FAILURE_DETECTION,
             "TEMPORAL_ADDRESS": temporal_address,
+            "PYTHONUNBUFFERED": "1",  # the log is read when a test fails
             "WARMRUN_DEPLOYMENT": deployment,
             **{f"WARMRUN_{name.upper()}": str(value) for name, value in settings.items()},
         }

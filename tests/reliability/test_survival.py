@@ -258,7 +258,13 @@ async def test_a_burst_of_1000_async_invocations_loses_and_duplicates_nothing(
     ).start()
     try:
         await replica.ready()
-        await _burst(replica, temporal_client)
+        try:
+            await _burst(replica, temporal_client)
+        except httpx.HTTPError as err:
+            assert replica.process is not None
+            raise AssertionError(
+                f"{err!r}; replica exit code {replica.process.poll()}:\n{replica.tail()}"
+            ) from err
     finally:
         replica.stop()
 

@@ -247,8 +247,8 @@ async def _decode_progress(
 
 
 def _scan_pipeline_events(events: Sequence[HistoryEvent], resource: RunResource) -> bool:
-    """Fill start time and attempt from the `run_pipeline` events; True if it was ever
-    scheduled."""
+    """Fill start time and attempt from the `run_pipeline` events; True if an attempt
+    ended (Temporal writes an activity's start event only when the attempt ends)."""
     pipeline_activities: set[int] = set()
     for event in events:
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
@@ -262,14 +262,15 @@ def _scan_pipeline_events(events: Sequence[HistoryEvent], resource: RunResource)
             if started.scheduled_event_id in pipeline_activities:
                 resource.started_at = _time(event.event_time)
                 resource.attempt = started.attempt
-    return bool(pipeline_activities)
+    return resource.attempt > 0
 
 
 async def _read_open_history(
     client: Client, handle: WorkflowHandle[Any, Any], resource: RunResource
 ) -> None:
-    """An open run with no pending `run_pipeline`: either not scheduled yet (queued) or
-    already ended, the workflow closing it (still running, for a few milliseconds)."""
+    """An open run with no pending `run_pipeline` when described: either not scheduled
+    yet (queued, which it stays if the history read just after shows it only
+    scheduled) or already ended, the workflow closing it (running, for milliseconds)."""
     history = await handle.fetch_history()
     if _scan_pipeline_events(history.events, resource):
         resource.status = "running"
