@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from warmrun.devserver import free_port
+from warmrun.devserver import free_port, stop_process
 
 WARMRUN = str(Path(sys.executable).parent / "warmrun")
 
@@ -44,12 +43,7 @@ def running(command: list[str], cwd: Path, env: dict[str, str]) -> Iterator[subp
     try:
         yield process
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=30)
 
 
 def test_dev_serves_the_bundled_example_with_the_temporal_ui(tmp_path: Path) -> None:

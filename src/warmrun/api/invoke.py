@@ -184,17 +184,16 @@ def invoke_router(request_model: type[InvokeRequestBase]) -> APIRouter:
         the run's end (ZenML's contract); the run goes on even if the caller hangs up."""
         preferences = parse_prefer(request.headers.getlist("prefer"))
         if preferences.wait is not None:
-            request.state.invoke_mode = "wait"
+            mode = "wait"
         elif body.async_ or preferences.respond_async:
-            request.state.invoke_mode = "async"
+            mode = "async"
         else:
-            request.state.invoke_mode = "sync"
-        run = await start_run(
-            deployment, body, idempotency_key, caller_waits=request.state.invoke_mode != "async"
-        )
-        if preferences.wait is not None:
+            mode = "sync"
+        request.state.invoke_mode = mode  # for the invocation metrics
+        run = await start_run(deployment, body, idempotency_key, caller_waits=mode != "async")
+        if mode == "wait":
             return await finished(deployment, run, body, preferences)
-        if body.async_ or preferences.respond_async:
+        if mode == "async":
             return accepted(run, preferences)
         return streamed(deployment, run, body)
 
