@@ -83,14 +83,25 @@ async def test_retry_after_follows_how_fast_runs_finish(serve) -> None:
 
 async def test_max_concurrent_runs_keeps_the_rest_queued(serve) -> None:
     async with serve("sleepy", deployment="one-at-a-time", max_concurrent_runs=1) as http:
-        first = await submit(http, {"seconds": 3})
-        second = await submit(http, {"seconds": 3})
-        await wait_for_status(http, first, {"running"})
+        runs = {await submit(http, {"seconds": 3}), await submit(http, {"seconds": 3})}
+        # A task queue does not promise FIFO order: either run may be the one to start.
+        first = await _first_running(http, runs)
+        [second] = runs - {first}
         await asyncio.sleep(0.5)
 
         assert (await http.get(f"/runs/{second}")).json()["status"] == "queued"
         await wait_for_status(http, second, {"running"}, timeout=15)
         assert (await http.get(f"/runs/{first}")).json()["status"] == "succeeded"
+
+
+async def _first_running(http: httpx.AsyncClient, run_ids: set[str], timeout: float = 15) -> str:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        for run_id in run_ids:
+            if (await http.get(f"/runs/{run_id}")).json()["status"] == "running":
+                return run_id
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"none of {run_ids} started within {timeout} s")
 
 
 async def test_concurrent_duplicates_with_one_key_start_one_run(

@@ -9,7 +9,14 @@ from pathlib import Path
 import httpx
 from temporalio.client import Client
 
-from conftest import submit, wait_for_status
+from conftest import PIPELINES, TEST_SETTINGS, submit, wait_for_status
+from warmrun.api.backpressure import Backlog
+from warmrun.api.dependencies import Deployment
+from warmrun.api.run_state import read_run, run_resource
+from warmrun.metrics import Metrics
+from warmrun.pipeline import load_pipeline
+from warmrun.settings import Settings
+from warmrun.workflows.contract import OUTCOME_MEMO
 
 
 async def test_progress_is_visible_while_the_run_is_running(sleepy: httpx.AsyncClient) -> None:
@@ -183,3 +190,59 @@ async def test_retryable_error_resumes_after_the_checkpointed_step(serve, tmp_pa
         assert body["outputs"]["first"]["index"] == 0
         run = (await http.get(f"/runs/{answer.headers['X-Run-Id']}")).json()
         assert run["attempt"] == 2
+
+
+def _deployment(client: Client, pipeline: str, name: str) -> Deployment:
+    settings = Settings(**{**TEST_SETTINGS, "deployment": name})
+    return Deployment(
+        pipeline=load_pipeline(f"{PIPELINES}:{pipeline}"),
+        settings=settings,
+        client=client,
+        backlog=Backlog(client, f"warmrun-{name}", settings.max_pending_runs),
+        metrics=Metrics(),
+    )
+
+
+async def _from_history(deployment: Deployment, run_id: str) -> dict:
+    """The resource as read without the ending the workflow put in its memo."""
+    description = await deployment.client.get_workflow_handle(run_id).describe()
+    del description.raw_info.memo.fields[OUTCOME_MEMO]
+    return (await run_resource(deployment, description)).model_dump()
+
+
+async def test_a_closed_run_reads_the_same_from_its_memo_as_from_its_history(
+    sleepy: httpx.AsyncClient, temporal_client: Client
+) -> None:
+    deployment = _deployment(temporal_client, "sleepy", "sleepy")
+    succeeded = (await sleepy.post("/invoke", json={"parameters": {"steps": 3}})).headers[
+        "X-Run-Id"
+    ]
+    failed = (await sleepy.post("/invoke", json={"parameters": {"fail": "boom"}})).headers[
+        "X-Run-Id"
+    ]
+    for run_id, status in ((succeeded, "succeeded"), (failed, "failed")):
+        memo = await temporal_client.get_workflow_handle(run_id).describe()
+        ending = (await memo.memo())[OUTCOME_MEMO]
+        assert ending["status"] == status and ending["complete"] is True
+
+        from_memo = (await read_run(deployment, run_id)).model_dump()
+        from_history = await _from_history(deployment, run_id)
+        # The pipeline's own clock vs the server's start event of its attempt.
+        assert abs(from_memo.pop("started_at") - from_history.pop("started_at")).total_seconds() < 1
+        assert from_memo == from_history
+        assert from_memo["attempt"] == 1 and from_memo["progress"] is not None
+
+
+async def test_outputs_too_large_for_the_memo_are_read_from_history(
+    serve, temporal_client: Client
+) -> None:
+    async with serve("big_output", deployment="biggish") as http:
+        answer = await http.post("/invoke", json={"parameters": {"size": 5000}})
+        run_id = answer.headers["X-Run-Id"]
+        assert answer.json()["success"] is True
+        run = (await http.get(f"/runs/{run_id}")).json()
+        assert run["status"] == "succeeded" and run["outputs"] == {"blob": "x" * 5000}
+        assert run["started_at"] is not None and run["attempt"] == 1
+    description = await temporal_client.get_workflow_handle(run_id).describe()
+    ending = (await description.memo())[OUTCOME_MEMO]
+    assert ending["complete"] is False and ending["outputs"] is None

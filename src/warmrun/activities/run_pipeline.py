@@ -124,7 +124,7 @@ class PipelineActivities:
             retryable = isinstance(err, RetryableError) or isinstance(err.__cause__, RetryableError)
             raise ApplicationError(
                 str(err) or type(err).__name__,
-                {"progress": context.snapshot(), "started_at": started_at},
+                {"progress": context.snapshot(), "started_at": started_at, "attempt": info.attempt},
                 type=type(err).__name__,
                 non_retryable=not retryable,
             ) from err
@@ -142,6 +142,7 @@ class PipelineActivities:
             started_at=started_at,
             finished_at=_now(),
             progress=context.snapshot(),
+            attempt=info.attempt,
         )
 
     def _start(self, arguments: dict[str, Any]) -> asyncio.Future[Any]:

@@ -1,9 +1,10 @@
 """Translate Temporal's view of a workflow into the run resource.
 
 Everything comes from what the Temporal server holds: `describe()` (status, pending
-activity, heartbeat details) while a run is open, its history once it is closed. No
-query is sent, so status reads work while no worker is running, and the API keeps no
-run table of its own.
+activity, heartbeat details) while a run is open; once it is closed, the `RunEnding`
+its workflow wrote into the memo, or its history when that ending is incomplete. So a
+read is one Temporal call in the common cases, no query is sent (status reads work
+while no worker is running), and the API keeps no run table of its own.
 """
 
 from __future__ import annotations
@@ -144,13 +145,50 @@ async def run_resource(
             await _read_open_history(client, handle, resource)
     else:
         resource.finished_at = description.close_time
-        handle = client.get_workflow_handle(run_id, run_id=description.run_id)
-        await _read_history(client, handle, resource)
+        ending = _recorded_ending(memo, description.status)
+        if ending is not None and ending.get("complete"):
+            _apply_ending(ending, resource)
+        else:
+            handle = client.get_workflow_handle(run_id, run_id=description.run_id)
+            await _read_history(client, handle, resource)
     if memo.get("callback_url"):
         resource.webhook = await _webhook_state(
             client, resource, memo["callback_url"], memo.get("callback_events")
         )
     return resource
+
+
+_ENDINGS_OF: dict[WorkflowExecutionStatus, tuple[RunStatus, ...]] = {
+    WorkflowExecutionStatus.COMPLETED: ("succeeded",),
+    WorkflowExecutionStatus.FAILED: ("failed", "timed_out"),
+    WorkflowExecutionStatus.CANCELED: ("cancelled",),
+}
+
+
+def _recorded_ending(
+    memo: dict[str, Any], status: WorkflowExecutionStatus | None
+) -> dict[str, Any] | None:
+    """The `RunEnding` the workflow wrote as it closed, if Temporal agrees the run
+    ended that way (one terminated after its workflow wrote it did not)."""
+    ending = memo.get(OUTCOME_MEMO)
+    if not isinstance(ending, dict) or status is None:
+        return None
+    if ending.get("status") not in _ENDINGS_OF.get(status, ()):
+        return None
+    return ending
+
+
+def _apply_ending(ending: dict[str, Any], resource: RunResource) -> None:
+    resource.status = ending["status"]
+    resource.started_at = _parse_time(ending.get("started_at"))
+    resource.attempt = ending.get("attempt") or 0
+    resource.outputs = ending.get("outputs")
+    if progress := ending.get("progress"):
+        resource.progress = RunProgress.model_validate(progress)
+    if error := ending.get("error"):
+        resource.error = RunError(
+            type=error.get("type") or "ApplicationError", message=error.get("message", "")
+        )
 
 
 _WEBHOOK_FAILURE_STATES = {
@@ -320,6 +358,10 @@ def _progress_from_failure(failure: BaseException) -> RunProgress | None:
     return None
 
 
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
 def _time(timestamp: Timestamp) -> datetime | None:
     if not timestamp.seconds and not timestamp.nanos:
         return None
@@ -375,8 +417,8 @@ async def _listed(deployment: Deployment, execution: WorkflowExecution) -> RunRe
         return await run_resource(deployment, description)
     memo = await execution.memo()
     closed_as = _CLOSED_STATUS.get(execution.status, "failed") if execution.status else "failed"
-    if closed_as == "failed" and memo.get(OUTCOME_MEMO) == "timed_out":
-        closed_as = "timed_out"
+    if ending := _recorded_ending(memo, execution.status):
+        closed_as = ending["status"]
     return RunResource(
         run_id=execution.id,
         run_name=memo.get("run_name"),

@@ -33,7 +33,10 @@ TERMINAL_EVENTS = ("succeeded", "failed", "cancelled", "timed_out")
 """Webhook events; without `callback_events` a run sends the terminal one."""
 
 OUTCOME_MEMO = "outcome"
-"""Memo key the workflow sets when it ends in a way visibility cannot tell (timed_out)."""
+"""Memo key of the `RunEnding` a run's workflow writes as it closes."""
+ENDING_MEMO_MAX_BYTES = 1536
+"""A `RunEnding` is kept under Temporal's memo warning size (2 KiB by default): larger
+outputs or error messages stay in history only."""
 
 
 def task_queue_for(deployment: str) -> str:
@@ -88,6 +91,7 @@ class PipelineOutcome:
     started_at: str
     finished_at: str
     progress: Progress = field(default_factory=Progress)
+    attempt: int = 0
 
 
 @dataclass
@@ -100,6 +104,27 @@ class PipelineRunResult:
     finished_at: str | None = None
     execution_time: float | None = None
     progress: Progress = field(default_factory=Progress)
+
+
+@dataclass
+class RunEnding:
+    """How a run ended, in its memo: written by the workflow as it closes, so that one
+    `describe()` reads a closed run, listings show its outcome, and any Temporal client
+    sees it without decoding the history.
+
+    `complete` is False when the workflow could not say everything (when the pipeline
+    started is unknown after a cancel or timeout, or outputs too large for a memo):
+    readers then take the history, which always holds the whole story.
+    """
+
+    status: str
+    """succeeded, failed, cancelled or timed_out."""
+    complete: bool = False
+    started_at: str | None = None
+    attempt: int = 0
+    progress: Progress | None = None
+    outputs: dict[str, Any] | None = None
+    error: dict[str, str] | None = None
 
 
 @dataclass

@@ -12,6 +12,8 @@ so a slow receiver never keeps the run open.
 from __future__ import annotations
 
 import asyncio
+import json
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +28,7 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
     from warmrun.workflows.contract import (
+        ENDING_MEMO_MAX_BYTES,
         OUTCOME_MEMO,
         RUN_PIPELINE_ACTIVITY,
         RUN_POLICY_ACTIVITY,
@@ -37,6 +40,8 @@ with workflow.unsafe.imports_passed_through():
         PipelineOutcome,
         PipelineRunInput,
         PipelineRunResult,
+        Progress,
+        RunEnding,
         RunPipelineInput,
         RunPolicy,
         WebhookDeliveryInput,
@@ -94,20 +99,22 @@ class PipelineRun:
             outcome = await pipeline
         except ActivityError as err:
             if self._timed_out:
-                # Visibility shows this run as Failed; the memo tells listings it timed out.
-                workflow.upsert_memo({OUTCOME_MEMO: "timed_out"})
                 failure = ApplicationError(
                     f"run exceeded its timeout of {budget:g}s",
                     type=TIMED_OUT_ERROR,
                     non_retryable=True,
                 )
                 await self._notify(input, policy, "timed_out", error=failure)
+                # Visibility shows this run as Failed; the memo tells it timed out.
+                _record_ending(RunEnding("timed_out", error=_error(failure)))
                 raise failure from None
             if is_cancelled_exception(err):
                 await self._notify(input, policy, "cancelled")
+                _record_ending(RunEnding("cancelled"))
                 raise
             failure = _run_failure(err)
             await self._notify(input, policy, "failed", error=failure)
+            _record_ending(_failed_ending(failure))
             raise failure from None
         finally:
             deadline_timer.cancel()
@@ -123,6 +130,16 @@ class PipelineRun:
             progress=outcome.progress,
         )
         await self._notify(input, policy, "succeeded", result=result)
+        _record_ending(
+            RunEnding(
+                "succeeded",
+                complete=True,
+                started_at=outcome.started_at,
+                attempt=outcome.attempt,
+                progress=outcome.progress,
+                outputs=outcome.outputs,
+            )
+        )
         return result
 
     @workflow.query
@@ -186,8 +203,45 @@ def _run_payload(
         started_at=result.started_at if result else None,
         finished_at=workflow.now().isoformat(),
         outputs=result.outputs if result else None,
-        error={"type": error.type or "", "message": error.message} if error else None,
+        error=_error(error) if error else None,
     )
+
+
+def _record_ending(ending: RunEnding) -> None:
+    """Write the run's end into its memo, in the workflow task that closes it; what
+    would overflow a memo is left to the history (the ending then says incomplete)."""
+    if ending.outputs is not None and _json_size(ending) > ENDING_MEMO_MAX_BYTES:
+        ending.outputs, ending.complete = None, False
+    if ending.error is not None and _json_size(ending) > ENDING_MEMO_MAX_BYTES:
+        ending.error = {"type": ending.error["type"], "message": ""}
+        ending.complete = False
+    workflow.upsert_memo({OUTCOME_MEMO: ending})
+
+
+def _json_size(ending: RunEnding) -> int:
+    return len(json.dumps(asdict(ending), separators=(",", ":")).encode())
+
+
+def _error(failure: ApplicationError) -> dict[str, str]:
+    return {"type": failure.type or "", "message": failure.message}
+
+
+def _failed_ending(failure: ApplicationError) -> RunEnding:
+    """Complete when the pipeline's own error says when it started (its details)."""
+    ending = RunEnding("failed", error=_error(failure))
+    detail = failure.details[0] if failure.details else None
+    if isinstance(detail, dict) and detail.get("started_at"):
+        ending.complete = True
+        ending.started_at = detail["started_at"]
+        ending.attempt = int(detail.get("attempt") or 0)
+        if isinstance(progress := detail.get("progress"), dict):
+            ending.progress = Progress(
+                **{key: value for key, value in progress.items() if key in _PROGRESS_FIELDS}
+            )
+    return ending
+
+
+_PROGRESS_FIELDS = frozenset(Progress.__dataclass_fields__)
 
 
 def _budget(timeout: float | None, policy: RunPolicy) -> float:
