@@ -54,7 +54,6 @@ from warmrun.workflows.contract import (
     WORKFLOW_TYPE,
     PipelineOutcome,
     PipelineRunResult,
-    Progress,
     webhook_delivery_id,
 )
 
@@ -279,9 +278,9 @@ async def _decode_progress(
             pending.activity_type.name == RUN_PIPELINE_ACTIVITY
             and pending.heartbeat_details.payloads
         ):
-            first = pending.heartbeat_details.payloads[0]
-            [progress] = await client.data_converter.decode([first], [Progress])
-            resource.progress = RunProgress(**asdict(progress))
+            # Decoded as plain JSON: pydantic validates it once, with no dataclass between.
+            [progress] = await client.data_converter.decode(pending.heartbeat_details.payloads[:1])
+            resource.progress = RunProgress.model_validate(progress)
 
 
 def _scan_pipeline_events(events: Sequence[HistoryEvent], resource: RunResource) -> bool:
