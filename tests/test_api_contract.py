@@ -10,6 +10,7 @@ from temporalio.client import Client
 
 from conftest import submit, wait_for_status
 from test_validation import assert_problem
+from warmrun.api.backpressure import Backlog
 
 
 async def count_runs(
@@ -42,6 +43,20 @@ async def test_backlog_limit_answers_429_with_retry_after_and_starts_nothing(
         assert int(refused.headers["Retry-After"]) >= 1
         assert problem["retry_after"] == int(refused.headers["Retry-After"])
         assert await count_runs(temporal_client, "warmrun-backlog", expect=5) == 5
+
+
+async def test_backlog_tells_its_visible_runs_from_the_ones_visibility_lacks(
+    sleepy: httpx.AsyncClient, temporal_client: Client
+) -> None:
+    """Admission subtracts only the runs visibility shows: counted at once when all
+    are there, listed when some are missing."""
+    started = [await submit(sleepy, {}) for _ in range(3)]
+    await count_runs(
+        temporal_client, "warmrun-sleepy", f" AND WorkflowId IN ('{started[-1]}')", expect=1
+    )
+    backlog = Backlog(temporal_client, "warmrun-sleepy", 1000)
+    assert await backlog._visible(started) == set(started)
+    assert await backlog._visible([*started, "run_not-started-yet"]) == set(started)
 
 
 async def test_two_replicas_overshoot_at_most_what_the_other_accepts(

@@ -31,6 +31,8 @@ RECOUNT_SECONDS = 0.05
 RECOUNTS = 3
 """At the limit, the count is taken again up to this many times, `RECOUNT_SECONDS`
 apart, before a run is refused (so a refusal takes ~0.1 s longer)."""
+SETTLE_SECONDS = 0.1
+"""A run this young is not looked for in visibility yet (it stays counted as unseen)."""
 ASSUME_VISIBLE_AFTER = 10.0
 """A started run still unseen after this long is assumed counted (bounds the id list)."""
 ID_QUERY_CHUNK = 100
@@ -124,10 +126,12 @@ class Backlog:
             if self._age() <= max_age:
                 return  # another request refreshed it meanwhile
             checked_at = time.monotonic()
+            # Runs started a moment ago are left for the next refresh: they are seldom
+            # visible yet, and a partly visible chunk costs a listing (below).
             unseen = [
                 run_id
                 for run_id, started in self._unseen.items()
-                if checked_at - started < ASSUME_VISIBLE_AFTER
+                if SETTLE_SECONDS <= checked_at - started < ASSUME_VISIBLE_AFTER
             ]
             # Ask which of our runs visibility shows *before* counting, so a run seen
             # by the first query is surely in the count.
@@ -142,13 +146,18 @@ class Backlog:
             self._counted_at = time.monotonic()
 
     async def _visible(self, run_ids: list[str]) -> set[str]:
+        """Which of these runs visibility shows. Counting them costs the server a
+        quarter of listing them (5-7 vs 21-25 ms of CPU for 50 ids, measured), and
+        usually finds them all; only a chunk with some missing is listed."""
         visible: set[str] = set()
         for start in range(0, len(run_ids), ID_QUERY_CHUNK):
             chunk = run_ids[start : start + ID_QUERY_CHUNK]
             ids = ", ".join(f"'{run_id}'" for run_id in chunk)
-            async for execution in self._client.list_workflows(
-                f"{self._query} AND WorkflowId IN ({ids})"
-            ):
+            query = f"{self._query} AND WorkflowId IN ({ids})"
+            if (await self._client.count_workflows(query)).count == len(chunk):
+                visible.update(chunk)
+                continue
+            async for execution in self._client.list_workflows(query):
                 visible.add(execution.id)
         return visible
 
