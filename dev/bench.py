@@ -848,6 +848,17 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         value = ratio(warm, raw)
         rows.append((metric, f"{warm:g} {unit}", f"{raw:g} {unit}", f"{value}x"))
 
+    def cpu_rows(label: str, warm: dict[str, Any], raw: dict[str, Any]) -> None:
+        """Who spent the CPU of an accept: on 2 shared cores it is one budget."""
+        warm_cpu, raw_cpu = warm["extra"]["cpu_ms_per_op"], raw["extra"]["cpu_ms_per_op"]
+        row(f"{label}: dev server CPU/accept", warm_cpu["server"], raw_cpu["server"], "ms")
+        row(
+            f"{label}: CPU/accept, warmrun + HTTP load generator vs raw client",
+            round(warm_cpu["warmrun"] + warm_cpu["bench"], 3),
+            raw_cpu["bench"],
+            "ms",
+        )
+
     for concurrency in (1, 32):
         accept = results.get(f"accept_c{concurrency}")
         if accept:
@@ -861,6 +872,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 eager["throughput"],
                 "/s",
             )
+            cpu_rows(f"accept c={concurrency}", warm, raw)
     api_only = results.get("accept_api_only", {})
     for concurrency in (1, 32):
         if accept := api_only.get(f"c{concurrency}"):
@@ -868,6 +880,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             label = f"accept c={concurrency}, nothing executing"
             row(f"{label}: throughput", warm["throughput"], raw["throughput"], "/s")
             row(f"{label}: p50", warm["p50_ms"], raw["p50_ms"], "ms")
+            cpu_rows(label, warm, raw)
             like = accept["raw_like_warmrun"]
             row(
                 f"{label}: throughput vs raw with warmrun's start options",
