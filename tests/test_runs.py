@@ -16,7 +16,7 @@ from warmrun.api.run_state import read_run, run_resource
 from warmrun.metrics import Metrics
 from warmrun.pipeline import load_pipeline
 from warmrun.settings import Settings
-from warmrun.workflows.contract import OUTCOME_MEMO
+from warmrun.workflows.contract import OUTCOME_MEMO, task_queue_for
 
 
 async def test_progress_is_visible_while_the_run_is_running(sleepy: httpx.AsyncClient) -> None:
@@ -198,7 +198,7 @@ def _deployment(client: Client, pipeline: str, name: str) -> Deployment:
         pipeline=load_pipeline(f"{PIPELINES}:{pipeline}"),
         settings=settings,
         client=client,
-        backlog=Backlog(client, f"warmrun-{name}", settings.max_pending_runs),
+        backlog=Backlog(client, task_queue_for(name), settings.max_pending_runs),
         metrics=Metrics(),
     )
 
@@ -221,8 +221,8 @@ async def test_a_closed_run_reads_the_same_from_its_memo_as_from_its_history(
         "X-Run-Id"
     ]
     for run_id, status in ((succeeded, "succeeded"), (failed, "failed")):
-        memo = await temporal_client.get_workflow_handle(run_id).describe()
-        ending = (await memo.memo())[OUTCOME_MEMO]
+        description = await temporal_client.get_workflow_handle(run_id).describe()
+        ending = (await description.memo())[OUTCOME_MEMO]
         assert ending["status"] == status and ending["complete"] is True
 
         from_memo = (await read_run(deployment, run_id)).model_dump()
