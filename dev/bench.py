@@ -40,8 +40,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import temporalio
+import uvloop
 from raw_workflow import WORKFLOW_NAME, RawNoop, RawNoopInput, raw_noop
 from rich.console import Console
 from rich.table import Table
@@ -292,28 +293,54 @@ LANE: contextvars.ContextVar[int] = contextvars.ContextVar("lane", default=0)
 MAX_LANES = 32
 
 
-class Callers:
-    """One HTTP client, so one connection, per concurrent lane: independent callers, as
-    a deployment sees them.
+@dataclass
+class Answer:
+    status_code: int
+    text: str
 
-    One httpx client shared by 32 lanes made the load generator spend ~3x the CPU per
-    request (3.7 vs 1.3 ms per `POST /invoke` at c=32, measured): httpcore's pool
-    re-checks every pooled connection, with a syscall each, on every request. On 2
-    cores that CPU comes out of the dev server's share and counted against warmrun.
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+class Callers:
+    """One HTTP session, so one connection, per concurrent lane: independent callers,
+    as a deployment sees them.
+
+    The load generator shares the 2 cores with the dev server and warmrun, so what it
+    spends per request is taken from the system under test. aiohttp spends 0.16-0.37 ms
+    of CPU per request where httpx spends 0.7-1.2 ms (`dev/client_experiment.py`), and
+    one httpx client shared by 32 lanes tripled that again (httpcore re-checks every
+    pooled connection on every request).
     """
 
     def __init__(self, base_url: str, lanes: int = MAX_LANES) -> None:
-        self._clients = [httpx.AsyncClient(base_url=base_url, timeout=60.0) for _ in range(lanes)]
+        self._base_url = base_url
+        self._lanes = lanes
+        self._sessions: list[aiohttp.ClientSession] = []
 
-    @property
-    def current(self) -> httpx.AsyncClient:
-        return self._clients[LANE.get() % len(self._clients)]
+    async def request(self, method: str, path: str, body: Any = None) -> Answer:
+        session = self._sessions[LANE.get() % len(self._sessions)]
+        async with session.request(method, path, json=body) as answer:
+            return Answer(answer.status, await answer.text())
+
+    async def get(self, path: str) -> Answer:
+        return await self.request("GET", path)
+
+    async def post(self, path: str, json: Any) -> Answer:
+        return await self.request("POST", path, json)
+
+    async def delete(self, path: str) -> Answer:
+        return await self.request("DELETE", path)
 
     async def __aenter__(self) -> Callers:
+        timeout = aiohttp.ClientTimeout(total=60.0)
+        self._sessions = [
+            aiohttp.ClientSession(self._base_url, timeout=timeout) for _ in range(self._lanes)
+        ]
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await asyncio.gather(*(client.aclose() for client in self._clients))
+        await asyncio.gather(*(session.close() for session in self._sessions))
 
 
 async def drive(
@@ -396,9 +423,9 @@ class Bench:
         self.pids = {"warmrun": warmrun_pid, "server": server_pid, "bench": os.getpid()}
 
     @property
-    def http(self) -> httpx.AsyncClient:
-        """The HTTP client of the lane this call runs in."""
-        return self.callers.current
+    def http(self) -> Callers:
+        """HTTP calls, each on the session of the lane it runs in."""
+        return self.callers
 
     # -- operations ---------------------------------------------------------------------
 
@@ -723,7 +750,7 @@ async def accept_api_only(
     results: dict[str, Any] = {}
     try:
         async with Callers(f"http://127.0.0.1:{port}") as callers:
-            await wait_http_ready(callers.current, process, log)
+            await wait_http_ready(callers, process, log)
             api = Bench(
                 bench.sizes, callers, bench.raw, process.pid, bench.server_pid, Profiler(0, None)
             )
@@ -1022,13 +1049,13 @@ async def raw_worker(client: Client) -> AsyncIterator[Worker]:
 
 
 async def wait_http_ready(
-    http: httpx.AsyncClient, process: subprocess.Popen, log: Path, timeout: float = 60.0
+    http: Callers, process: subprocess.Popen, log: Path, timeout: float = 60.0
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"warmrun serve exited with {process.returncode}; see {log}")
-        with contextlib.suppress(httpx.TransportError):
+        with contextlib.suppress(aiohttp.ClientConnectionError):
             if (await http.get("/ready")).status_code == 200:
                 return
         await asyncio.sleep(0.1)
@@ -1063,7 +1090,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             warm_process = start_warmrun(server.address, port, args.log_level, log, env)
             raw = await Client.connect(server.address, namespace="default")
             async with Callers(f"http://127.0.0.1:{port}") as callers, raw_worker(raw):
-                await wait_http_ready(callers.current, warm_process, log)
+                await wait_http_ready(callers, warm_process, log)
                 console.log(f"dev server {server.address} and warmrun (pid {warm_process.pid}) up")
                 results["rss_at_ready_mb"] = round(rss_mb(warm_process.pid), 1)
                 profiler = Profiler(warm_process.pid, out_dir if args.profile else None)
@@ -1135,7 +1162,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    report = asyncio.run(run(args))
+    report = uvloop.run(run(args))  # the loop `warmrun serve` runs on
     args.out.write_text(json.dumps(report, indent=2))
     args.out.with_suffix(".md").write_text(markdown(report["results"], report["targets"]))
     print_table(report["results"], report["targets"])
