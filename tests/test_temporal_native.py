@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 from temporalio.worker import Worker
 
 from conftest import submit, wait_for_status
@@ -75,6 +75,45 @@ async def test_temporal_workflow_execute_returns_outputs_and_the_api_reads_the_r
     assert run["status"] == "succeeded"
     assert run["outputs"]["steps"] == 2
     assert run["outputs"]["run_id"] == run_id
+    assert run["pipeline_name"] == "sleepy"  # from the policy its worker gave
+
+
+async def test_a_run_follows_the_deployment_policy_however_it_was_started(
+    sleepy: httpx.AsyncClient, temporal_client: Client
+) -> None:
+    """The API fixes a run's policy in its input; a run started by another client
+    without one asks its worker, through a local activity (a marker in its history)."""
+    from_api = await submit(sleepy, {"steps": 1})
+    from_client = f"from-a-client-{uuid.uuid4().hex[:8]}"
+    await temporal_client.execute_workflow(
+        "PipelineRun",
+        {"parameters": {"steps": 1}},
+        id=from_client,
+        task_queue="warmrun-sleepy",
+    )
+    await wait_for_status(sleepy, from_api, {"succeeded"})
+
+    api_history = await temporal_client.get_workflow_handle(from_api).fetch_history()
+    client_history = await temporal_client.get_workflow_handle(from_client).fetch_history()
+
+    api_input = json.loads(
+        api_history.events[0].workflow_execution_started_event_attributes.input.payloads[0].data
+    )
+    assert api_input["policy"]["pipeline_name"] == "sleepy"
+    assert api_input["policy"]["heartbeat_timeout"] == 3.0  # the test deployment's setting
+    assert local_activities(api_history) == 0
+    assert local_activities(client_history) == 1
+    for history in (api_history, client_history):
+        scheduled = next(
+            event.activity_task_scheduled_event_attributes
+            for event in history.events
+            if event.HasField("activity_task_scheduled_event_attributes")
+        )
+        assert scheduled.heartbeat_timeout.ToTimedelta().total_seconds() == 3.0
+
+
+def local_activities(history: WorkflowHistory) -> int:
+    return sum(event.HasField("marker_recorded_event_attributes") for event in history.events)
 
 
 async def test_a_parent_workflow_composes_a_run_and_its_cancel_stops_the_pipeline(

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pydantic import Field, PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from warmrun.workflows.contract import RunPolicy
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WARMRUN_", extra="ignore")
@@ -84,6 +86,20 @@ class Settings(BaseSettings):
 
     def deployment_name(self, pipeline_name: str) -> str:
         return self.deployment or pipeline_name
+
+    def run_policy(self, pipeline_name: str) -> RunPolicy:
+        """What of this configuration a run's workflow follows."""
+        return RunPolicy(
+            pipeline_name=pipeline_name,
+            heartbeat_timeout=self.heartbeat_timeout,
+            default_timeout=self.default_timeout,
+            max_timeout=self.max_timeout,
+            max_attempts=self.max_attempts,
+            cancel_grace=self.cancel_grace,
+            webhook_retry_window=self.webhook_retry_window,
+            webhook_max_interval=self.webhook_max_interval,
+            webhook_attempt_timeout=self.webhook_attempt_timeout,
+        )
 
     def webhook_secrets(self) -> list[str]:
         return _split(self.webhook_secret)

@@ -60,18 +60,8 @@ class PipelineActivities:
 
     @activity.defn(name=RUN_POLICY_ACTIVITY)
     async def resolve_run_policy(self) -> RunPolicy:
-        settings = self._settings
-        return RunPolicy(
-            pipeline_name=self._pipeline.name,
-            heartbeat_timeout=settings.heartbeat_timeout,
-            default_timeout=settings.default_timeout,
-            max_timeout=settings.max_timeout,
-            max_attempts=settings.max_attempts,
-            cancel_grace=settings.cancel_grace,
-            webhook_retry_window=settings.webhook_retry_window,
-            webhook_max_interval=settings.webhook_max_interval,
-            webhook_attempt_timeout=settings.webhook_attempt_timeout,
-        )
+        """The policy of a run started without one (by another Temporal client)."""
+        return self._settings.run_policy(self._pipeline.name)
 
     @activity.defn(name=RUN_PIPELINE_ACTIVITY)
     async def run_pipeline(self, input: RunPipelineInput) -> PipelineOutcome:

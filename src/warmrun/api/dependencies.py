@@ -13,7 +13,7 @@ from warmrun.api.backpressure import Backlog
 from warmrun.metrics import Metrics
 from warmrun.pipeline import Pipeline
 from warmrun.settings import Settings
-from warmrun.workflows.contract import task_queue_for
+from warmrun.workflows.contract import RunPolicy, task_queue_for
 
 
 @dataclass
@@ -40,6 +40,10 @@ class Deployment:
     @property
     def namespace(self) -> str:
         return self.client.namespace
+
+    @property
+    def run_policy(self) -> RunPolicy:
+        return self.settings.run_policy(self.pipeline.name)
 
     async def drain(self) -> None:
         """Stop taking runs; let in-flight ones finish within the worker's shutdown grace,

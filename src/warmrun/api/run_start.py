@@ -128,6 +128,7 @@ async def _start(
             timeout=budget,
             callback_url=body.callback_url,
             callback_events=list(dict.fromkeys(body.callback_events or ())) or None,
+            policy=deployment.run_policy,
         ),
         id=run_id,
         task_queue=deployment.task_queue,

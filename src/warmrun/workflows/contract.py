@@ -51,6 +51,28 @@ def webhook_delivery_id(run_id: str, event: str, sequence: int | None = None) ->
 
 
 @dataclass
+class RunPolicy:
+    """The deployment's settings that shape a run, read by the workflow once per run.
+
+    warmrun's API puts them in the run's input; for a run started by any other client
+    they come from a local activity, so the worker's configuration applies to it. Either
+    way they are in the history, so replays stay deterministic.
+    """
+
+    pipeline_name: str = ""
+    heartbeat_timeout: float = 30.0
+    default_timeout: float = 3600.0
+    max_timeout: float = 86400.0
+    max_attempts: int = 5
+    """Attempts of `run_pipeline` when its worker is lost (infrastructure retries)."""
+    cancel_grace: float = 60.0
+    """Seconds a cancelled or timed-out pipeline gets to stop before Temporal gives up."""
+    webhook_retry_window: float = 86400.0
+    webhook_max_interval: float = 300.0
+    webhook_attempt_timeout: float = 10.0
+
+
+@dataclass
 class PipelineRunInput:
     """Input of the `PipelineRun` workflow; only `parameters` is required."""
 
@@ -60,6 +82,10 @@ class PipelineRunInput:
     """Seconds from acceptance (workflow start) before the run ends as timed out."""
     callback_url: str | None = None
     callback_events: list[str] | None = None
+    policy: RunPolicy | None = None
+    """The deployment's policy, fixed by the replica that accepts the run. Without it
+    (a run started by another Temporal client) the workflow asks its worker for it
+    with a local activity."""
 
 
 @dataclass
@@ -125,27 +151,6 @@ class RunEnding:
     progress: Progress | None = None
     outputs: dict[str, Any] | None = None
     error: dict[str, str] | None = None
-
-
-@dataclass
-class RunPolicy:
-    """The deployment's settings that shape a run, read by the workflow once per run.
-
-    They come from a local activity so that the worker's configuration applies to runs
-    started by any client, and are recorded in history so replays stay deterministic.
-    """
-
-    pipeline_name: str = ""
-    heartbeat_timeout: float = 30.0
-    default_timeout: float = 3600.0
-    max_timeout: float = 86400.0
-    max_attempts: int = 5
-    """Attempts of `run_pipeline` when its worker is lost (infrastructure retries)."""
-    cancel_grace: float = 60.0
-    """Seconds a cancelled or timed-out pipeline gets to stop before Temporal gives up."""
-    webhook_retry_window: float = 86400.0
-    webhook_max_interval: float = 300.0
-    webhook_attempt_timeout: float = 10.0
 
 
 @dataclass

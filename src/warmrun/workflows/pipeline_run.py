@@ -1,12 +1,13 @@
 """`PipelineRun`: the durable state machine of one run.
 
-The workflow does no I/O: it asks its worker for the deployment's run policy, runs
-the pipeline as one heartbeating activity, and turns the activity's end into the run's
-end. Cancellation waits for the pipeline to stop (WAIT_CANCELLATION_COMPLETED); the
-run's `timeout` is a workflow timer that cancels the activity the same way, so
-`timed_out`, like `cancelled`, is reported only once the code has stopped. A run with
-a `callback_url` hands its terminal event to a webhook delivery workflow it abandons,
-so a slow receiver never keeps the run open.
+The workflow does no I/O: it takes the deployment's run policy from its input (or,
+started by another client, asks its worker for it), runs the pipeline as one
+heartbeating activity, and turns the activity's end into the run's end. Cancellation
+waits for the pipeline to stop (WAIT_CANCELLATION_COMPLETED); the run's `timeout` is a
+workflow timer that cancels the activity the same way, so `timed_out`, like
+`cancelled`, is reported only once the code has stopped. A run with a `callback_url`
+hands its terminal event to a webhook delivery workflow it abandons, so a slow
+receiver never keeps the run open.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class PipelineRun:
 
     @workflow.run
     async def run(self, input: PipelineRunInput) -> PipelineRunResult:
-        policy = await workflow.execute_local_activity(
+        policy = input.policy or await workflow.execute_local_activity(
             RUN_POLICY_ACTIVITY,
             result_type=RunPolicy,
             start_to_close_timeout=timedelta(seconds=10),
