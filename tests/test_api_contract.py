@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import Any
 
 import httpx
+import pytest
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from conftest import submit, wait_for_status
 from test_validation import assert_problem
-from warmrun.api.backpressure import Backlog
+from warmrun.api.backpressure import REFRESH_SECONDS, STALE_SECONDS, Backlog
+from warmrun.devserver import DevServer
 
 
 async def count_runs(
@@ -57,6 +62,45 @@ async def test_backlog_tells_its_visible_runs_from_the_ones_visibility_lacks(
     backlog = Backlog(temporal_client, "warmrun-sleepy", 1000)
     assert await backlog._visible(started) == set(started)
     assert await backlog._visible([*started, "run_not-started-yet"]) == set(started)
+
+
+async def test_a_periodic_recount_does_not_hold_up_admission(temporal_client: Client) -> None:
+    """Below the limit a request is admitted on the estimate while the recount runs;
+    waiting for it stalled every request in flight twice a second."""
+    backlog = Backlog(temporal_client, "warmrun-recount", 10)
+    async with backlog.admission():  # no count yet: this one waits for it
+        pass
+    first_count = backlog._counted_at
+    await asyncio.sleep(REFRESH_SECONDS + 0.1)
+
+    async with backlog.admission():
+        assert backlog._counted_at == first_count  # admitted before the recount
+        assert backlog._background is not None and not backlog._background.done()
+
+    await backlog.close()
+    assert backlog._counted_at > first_count
+
+
+async def test_a_failed_recount_is_logged_and_a_stale_count_is_not_admitted_on(
+    dev_server: DevServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    nowhere = await Client.connect(dev_server.address, namespace="no-such-namespace")
+    backlog = Backlog(nowhere, "warmrun-nowhere", 10)
+    with pytest.raises(RPCError):  # no count at all: the caller sees why
+        async with backlog.admission():
+            pass
+
+    backlog._counted_at = time.monotonic() - REFRESH_SECONDS - 0.1  # a count, a bit old
+    with caplog.at_level(logging.WARNING, logger="warmrun.api.backpressure"):
+        async with backlog.admission():
+            pass
+        await backlog.close()
+    assert "could not recount the backlog" in caplog.text
+
+    backlog._counted_at = time.monotonic() - STALE_SECONDS - 0.1
+    with pytest.raises(RPCError):
+        async with backlog.admission():
+            pass
 
 
 async def test_two_replicas_overshoot_at_most_what_the_other_accepts(

@@ -63,6 +63,7 @@ def create_app(
             sdk_metrics_url=sdk_metrics_url,
         )
         async with AsyncExitStack() as stack:
+            stack.push_async_callback(backlog.close)
             if settings.run_worker:
                 deployment.worker = await stack.enter_async_context(
                     running_worker(temporal, pipeline, settings, metrics)
