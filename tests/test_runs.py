@@ -233,7 +233,7 @@ async def test_a_closed_run_reads_the_same_from_its_memo_as_from_its_history(
         assert from_memo["attempt"] == 1 and from_memo["progress"] is not None
 
 
-async def test_outputs_too_large_for_the_memo_are_read_from_history(
+async def test_outputs_too_large_for_the_memo_are_read_from_the_close_event(
     serve, temporal_client: Client
 ) -> None:
     async with serve("big_output", deployment="biggish") as http:
@@ -245,4 +245,32 @@ async def test_outputs_too_large_for_the_memo_are_read_from_history(
         assert run["started_at"] is not None and run["attempt"] == 1
     description = await temporal_client.get_workflow_handle(run_id).describe()
     ending = (await description.memo())[OUTCOME_MEMO]
-    assert ending["complete"] is False and ending["outputs"] is None
+    assert ending["complete"] is True and ending["result_in_history"] is True
+    assert ending["outputs"] is None
+
+    deployment = _deployment(temporal_client, "big_output", "biggish")
+    from_memo = (await read_run(deployment, run_id)).model_dump()
+    from_history = await _from_history(deployment, run_id)
+    assert abs(from_memo.pop("started_at") - from_history.pop("started_at")).total_seconds() < 1
+    assert from_memo == from_history
+
+
+async def test_an_error_too_long_for_the_memo_is_read_whole_from_the_close_event(
+    sleepy: httpx.AsyncClient, temporal_client: Client
+) -> None:
+    message = "no good " * 300
+    answer = await sleepy.post("/invoke", json={"parameters": {"fail": message}})
+    run_id = answer.headers["X-Run-Id"]
+    description = await temporal_client.get_workflow_handle(run_id).describe()
+    ending = (await description.memo())[OUTCOME_MEMO]
+    assert ending["result_in_history"] is True and ending["error"]["message"] == ""
+
+    run = (await sleepy.get(f"/runs/{run_id}")).json()
+
+    assert run["status"] == "failed"
+    assert run["error"] == {"type": "ValueError", "message": message}
+    deployment = _deployment(temporal_client, "sleepy", "sleepy")
+    from_memo = (await read_run(deployment, run_id)).model_dump()
+    from_history = await _from_history(deployment, run_id)
+    assert abs(from_memo.pop("started_at") - from_history.pop("started_at")).total_seconds() < 1
+    assert from_memo == from_history

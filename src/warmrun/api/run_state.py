@@ -2,9 +2,10 @@
 
 Everything comes from what the Temporal server holds: `describe()` (status, pending
 activity, heartbeat details) while a run is open; once it is closed, the `RunEnding`
-its workflow wrote into the memo, or its history when that ending is incomplete. So a
-read is one Temporal call in the common cases, no query is sent (status reads work
-while no worker is running), and the API keeps no run table of its own.
+its workflow wrote into the memo (plus its close event for outputs too large for a
+memo), or its history when that ending is incomplete. So a read is one Temporal call
+in the common cases, no query is sent (status reads work while no worker is
+running), and the API keeps no run table of its own.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowHistoryEventFilterType,
 )
 from temporalio.exceptions import (
     ApplicationError,
@@ -145,11 +147,13 @@ async def run_resource(
     else:
         resource.finished_at = description.close_time
         ending = _recorded_ending(memo, description.status)
-        if ending is not None and ending.get("complete"):
-            _apply_ending(ending, resource)
-        else:
-            handle = client.get_workflow_handle(run_id, run_id=description.run_id)
+        handle = client.get_workflow_handle(run_id, run_id=description.run_id)
+        if ending is None or not ending.get("complete"):
             await _read_history(client, handle, resource)
+        else:
+            _apply_ending(ending, resource)
+            if ending.get("result_in_history"):
+                await _read_result(client, handle, resource)
     if memo.get("callback_url"):
         resource.webhook = await _webhook_state(
             client, resource, memo["callback_url"], memo.get("callback_events")
@@ -324,8 +328,23 @@ async def _read_history(
     """Fill a closed run's outcome, start time and attempt from its history."""
     history = await handle.fetch_history()
     _scan_pipeline_events(history.events, resource)
-    close: HistoryEvent | None = history.events[-1] if history.events else None
+    await _read_close_event(client, history.events[-1] if history.events else None, resource)
 
+
+async def _read_result(
+    client: Client, handle: WorkflowHandle[Any, Any], resource: RunResource
+) -> None:
+    """Outputs or an error too large for the memo, from the close event alone (the
+    server sends one event instead of the whole history)."""
+    history = await handle.fetch_history(
+        event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT
+    )
+    await _read_close_event(client, history.events[-1] if history.events else None, resource)
+
+
+async def _read_close_event(
+    client: Client, close: HistoryEvent | None, resource: RunResource
+) -> None:
     failure: BaseException | None = None
     if close is None:
         failure = None

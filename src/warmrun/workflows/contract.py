@@ -139,8 +139,10 @@ class RunEnding:
     sees it without decoding the history.
 
     `complete` is False when the workflow could not say everything (when the pipeline
-    started is unknown after a cancel or timeout, or outputs too large for a memo):
-    readers then take the history, which always holds the whole story.
+    started is unknown after a cancel or timeout): readers then take the history,
+    which always holds the whole story. Outputs or an error message too large for a
+    memo are left out with `result_in_history`: readers take them from the run's close
+    event alone.
     """
 
     status: str
@@ -151,6 +153,8 @@ class RunEnding:
     progress: Progress | None = None
     outputs: dict[str, Any] | None = None
     error: dict[str, str] | None = None
+    result_in_history: bool = False
+    """The outputs or the error message were too large to be here: see the close event."""
 
 
 @dataclass

@@ -209,13 +209,13 @@ def _run_payload(
 
 
 def _record_ending(ending: RunEnding) -> None:
-    """Write the run's end into its memo, in the workflow task that closes it; what
-    would overflow a memo is left to the history (the ending then says incomplete)."""
+    """Write the run's end into its memo, in the workflow task that closes it; outputs
+    or an error message that would overflow a memo are left to the close event."""
     if ending.outputs is not None and _json_size(ending) > ENDING_MEMO_MAX_BYTES:
-        ending.outputs, ending.complete = None, False
+        ending.outputs, ending.result_in_history = None, True
     if ending.error is not None and _json_size(ending) > ENDING_MEMO_MAX_BYTES:
         ending.error = {"type": ending.error["type"], "message": ""}
-        ending.complete = False
+        ending.result_in_history = True
     workflow.upsert_memo({OUTCOME_MEMO: ending})
 
 
