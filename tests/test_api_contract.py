@@ -14,7 +14,12 @@ from temporalio.service import RPCError
 
 from conftest import submit, wait_for_status
 from test_validation import assert_problem
-from warmrun.api.backpressure import REFRESH_SECONDS, STALE_SECONDS, Backlog
+from warmrun.api.backpressure import (
+    REFRESH_SECONDS,
+    RELAXED_REFRESH_SECONDS,
+    STALE_SECONDS,
+    Backlog,
+)
 from warmrun.devserver import DevServer
 
 
@@ -67,9 +72,9 @@ async def test_backlog_tells_its_visible_runs_from_the_ones_visibility_lacks(
 async def test_a_periodic_recount_does_not_hold_up_admission(temporal_client: Client) -> None:
     """Below the limit a request is admitted on the estimate while the recount runs;
     waiting for it stalled every request in flight twice a second."""
-    backlog = Backlog(temporal_client, "warmrun-recount", 10)
-    async with backlog.admission():  # no count yet: this one waits for it
-        pass
+    backlog = Backlog(temporal_client, "warmrun-recount", 2)
+    async with backlog.admission() as admission:  # no count yet: this one waits for it
+        admission.started("run_not-in-visibility")  # 1 of 2: recounts every REFRESH_SECONDS
     first_count = backlog._counted_at
     await asyncio.sleep(REFRESH_SECONDS + 0.1)
 
@@ -81,6 +86,23 @@ async def test_a_periodic_recount_does_not_hold_up_admission(temporal_client: Cl
     assert backlog._counted_at > first_count
 
 
+async def test_far_below_the_limit_the_backlog_is_recounted_less_often(
+    temporal_client: Client,
+) -> None:
+    backlog = Backlog(temporal_client, "warmrun-relaxed", 10)
+    async with backlog.admission():
+        pass
+    backlog._counted_at = time.monotonic() - REFRESH_SECONDS - 0.1
+    async with backlog.admission():
+        assert backlog._background is None  # 0 of 10 open: the count is fresh enough
+
+    backlog._counted_at = time.monotonic() - RELAXED_REFRESH_SECONDS - 0.1
+    async with backlog.admission():
+        assert backlog._background is not None
+    await backlog.close()
+    assert time.monotonic() - backlog._counted_at < 1
+
+
 async def test_a_failed_recount_is_logged_and_a_stale_count_is_not_admitted_on(
     dev_server: DevServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -90,7 +112,7 @@ async def test_a_failed_recount_is_logged_and_a_stale_count_is_not_admitted_on(
         async with backlog.admission():
             pass
 
-    backlog._counted_at = time.monotonic() - REFRESH_SECONDS - 0.1  # a count, a bit old
+    backlog._counted_at = time.monotonic() - RELAXED_REFRESH_SECONDS - 0.1  # a bit old
     with caplog.at_level(logging.WARNING, logger="warmrun.api.backpressure"):
         async with backlog.admission():
             pass

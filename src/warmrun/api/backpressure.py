@@ -7,10 +7,14 @@ limit, every `RECOUNT_SECONDS` before refusing) and adds what the count cannot s
 yet: the runs it is starting and the runs it started that visibility does not show
 yet (it asks visibility for exactly those ids). A single replica therefore never
 admits more than the limit. Consistency window across replicas: a run accepted by
-another replica is seen here after at most `REFRESH_SECONDS` plus one recount plus
+another replica is seen here after at most the recount interval plus one recount plus
 the visibility lag (milliseconds on the dev server, about a second on Temporal
 Cloud), so a burst can overshoot the limit by what the *other* replicas accept within
-that window.
+that window. The interval is `REFRESH_SECONDS` once this replica's estimate reaches
+half the limit and `RELAXED_REFRESH_SECONDS` below that: a recount is two visibility
+queries whose cost grows with the namespace (7 ms of server CPU each with 4,000 open
+runs on the dev server, measured) and which Temporal Cloud rate-limits, so a replica
+far from the limit does not spend them twice a second.
 
 Below the limit, the periodic recount runs in the background: requests are admitted
 on the estimate meanwhile. Waiting for it instead stalled every request in flight
@@ -36,7 +40,9 @@ from warmrun.api.problems import Problem
 from warmrun.workflows.contract import WORKFLOW_TYPE
 
 REFRESH_SECONDS = 0.5
-STALE_SECONDS = 5.0
+RELAXED_REFRESH_SECONDS = 5.0
+"""The recount interval while the estimate is below half the limit."""
+STALE_SECONDS = 30.0
 """A count older than this is not admitted on: the request waits for a new one (and
 sees Temporal's error if it cannot be taken)."""
 RECOUNT_SECONDS = 0.05
@@ -109,7 +115,7 @@ class Backlog:
     async def _admit(self) -> None:
         if self._age() > STALE_SECONDS:
             await self._refresh(REFRESH_SECONDS)
-        elif self._age() > REFRESH_SECONDS:
+        elif self._age() > self._refresh_interval():
             self._refresh_in_background()
         for recount in range(RECOUNTS):
             if not self._full():
@@ -132,6 +138,11 @@ class Backlog:
                 retry_after=retry_after,
             )
 
+    def _refresh_interval(self) -> float:
+        if self.estimate() * 2 >= self._limit:
+            return REFRESH_SECONDS
+        return RELAXED_REFRESH_SECONDS
+
     def _age(self) -> float:
         return time.monotonic() - self._counted_at
 
@@ -144,7 +155,7 @@ class Backlog:
 
     async def _refresh_quietly(self) -> None:
         try:
-            await self._refresh(REFRESH_SECONDS)
+            await self._refresh(self._refresh_interval())
         except Exception:
             # Requests keep using the last count; past STALE_SECONDS they wait for a
             # recount themselves and answer with its error.
