@@ -1,16 +1,21 @@
 """What admission control (`WARMRUN_MAX_PENDING_RUNS`) costs the async accept path.
 
-    .venv/bin/python dev/admission_experiment.py [--requests 600]
+    .venv/bin/python dev/admission_experiment.py [--requests 1280] [--rounds 2]
 
-`bench.py` shows warmrun's accepts at ~0.6x raw `start_workflow` even when nothing
-executes. Admission control is the one step of the accept path that waits on something
-other than the start itself: every `REFRESH_SECONDS` one request re-counts the backlog
-through Temporal visibility (a count, plus a `list_workflows` of the runs it started
-that visibility does not show yet) while holding a lock every concurrent accept waits
-for. This serves warmrun's real app (API only, as `warmrun serve --no-worker` does) in
-this process on uvicorn, once as it is and once with `Backlog.admission` replaced by a
-no-op, alternating, each on a fresh deployment, and reports accepts/s and latency at
-concurrency 32. The no-op variant is a measurement device, not a proposal.
+Admission control is the one step of the accept path that waits on something other
+than the start itself: every `REFRESH_SECONDS` the backlog is re-counted through
+Temporal visibility (a count, plus a count of the runs this replica started that
+visibility may not show yet). This serves warmrun's real app (API only, as `warmrun
+serve --no-worker` does) in this process on uvicorn and uvloop, and drives it at
+concurrency 32 through `bench.py`'s load generator (one aiohttp session per lane), in
+three variants, alternating, each on a fresh deployment:
+
+- `background recount`: as shipped: below the limit, requests do not wait for a recount;
+- `waiting recount`: `STALE_SECONDS = 0`, so every request past `REFRESH_SECONDS` waits
+  for the recount under its lock, as admission did before commit a5f1e59;
+- `none`: `Backlog.admission` replaced by a no-op.
+
+The last two are measurement devices, not proposals.
 """
 
 from __future__ import annotations
@@ -23,12 +28,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import uvicorn
-from bench import BenchServer, percentile
+import uvloop
+from bench import LANE, BenchServer, Callers, percentile
 from temporalio.client import Client
 
-from warmrun.api import create_app
+from warmrun.api import backpressure, create_app
 from warmrun.api.backpressure import Backlog
 from warmrun.devserver import free_port
 from warmrun.pipeline import load_pipeline
@@ -36,6 +41,7 @@ from warmrun.settings import Settings
 
 DEV = Path(__file__).resolve().parent
 REAL_ADMISSION = Backlog.admission
+REAL_STALE_SECONDS = backpressure.STALE_SECONDS
 
 
 class _Admitted:
@@ -64,12 +70,10 @@ async def accepts(client: Client, deployment: str, requests: int) -> dict[str, A
         await asyncio.sleep(0.02)
     latencies: list[float] = []
     try:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60
-        ) as http:
+        async with Callers(f"http://127.0.0.1:{port}") as http:
 
-            async def lane(count: int, record: bool) -> None:
+            async def lane(number: int, count: int, record: bool) -> None:
+                LANE.set(number)
                 for _ in range(count):
                     began = time.perf_counter()
                     answer = await http.post("/invoke", json={"parameters": {}, "async": True})
@@ -78,9 +82,9 @@ async def accepts(client: Client, deployment: str, requests: int) -> dict[str, A
                     if record:
                         latencies.append(time.perf_counter() - began)
 
-            await asyncio.gather(*(lane(2, False) for _ in range(32)))  # warm-up
+            await asyncio.gather(*(lane(number, 2, False) for number in range(32)))  # warm-up
             began = time.perf_counter()
-            await asyncio.gather(*(lane(requests // 32, True) for _ in range(32)))
+            await asyncio.gather(*(lane(number, requests // 32, True) for number in range(32)))
             seconds = time.perf_counter() - began
     finally:
         server.should_exit = True
@@ -93,22 +97,29 @@ async def accepts(client: Client, deployment: str, requests: int) -> dict[str, A
     }
 
 
+VARIANTS = ("background recount", "waiting recount", "none")
+
+
 async def main(requests: int, rounds: int) -> None:
     async with BenchServer(port=free_port(), ui_port=None, log_level="error") as server:
         client = await Client.connect(server.address)
         for index in range(rounds):
-            for name, admission in (("admission control", REAL_ADMISSION), ("none", no_admission)):
-                Backlog.admission = admission  # type: ignore[method-assign]
+            for number, name in enumerate(VARIANTS):
+                if name == "waiting recount":
+                    backpressure.STALE_SECONDS = 0.0
+                if name == "none":
+                    Backlog.admission = no_admission  # type: ignore[method-assign]
                 try:
-                    result = await accepts(client, f"admission-{index}-{len(name)}", requests)
+                    result = await accepts(client, f"admission-{index}-{number}", requests)
                 finally:
+                    backpressure.STALE_SECONDS = REAL_STALE_SECONDS
                     Backlog.admission = REAL_ADMISSION  # type: ignore[method-assign]
-                print(f"round {index + 1}, {name:17s}: {result}")
+                print(f"round {index + 1}, {name:18s}: {result}", flush=True)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=640)
+    parser.add_argument("--requests", type=int, default=1280)
     parser.add_argument("--rounds", type=int, default=2)
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.requests, arguments.rounds))
+    uvloop.run(main(arguments.requests, arguments.rounds))
