@@ -102,16 +102,26 @@ class Sizes:
 # Processes: the dev server, the warmrun deployment, CPU and RSS from /proc.
 
 
+SERVER_CPU = 0
+CLIENTS_CPU = 1
+"""With `--pin`: the dev server gets CPU 0 to itself; warmrun and this process (the raw
+client and worker, the HTTP load generator) share CPU 1, as if the Temporal server had
+a machine of its own."""
+
+
 class BenchServer(DevServer):
     """The dev server, headless, in memory, with eager workflow start switched on (so
     `request_eager_start` is measured as what it is, whatever the server's default)."""
 
+    pinned = False
+
     def command(self) -> list[str]:
-        return [
+        command = [
             *super().command(),
             "--dynamic-config-value",
             "system.enableEagerWorkflowStart=true",
         ]
+        return ["taskset", "-c", str(SERVER_CPU), *command] if self.pinned else command
 
     @property
     def pid(self) -> int:
@@ -1171,8 +1181,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     out_dir = args.out.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     server = BenchServer(port=free_port(), ui_port=None, log_level="error")
+    server.pinned = args.pin
     report: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(),
+        "pinned": {"server_cpu": SERVER_CPU, "clients_cpu": CLIENTS_CPU} if args.pin else None,
         "quick": args.quick,
         "scale": args.scale,
         "sizes": asdict(sizes),
@@ -1257,6 +1269,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="keep the environment's PYTHONDONTWRITEBYTECODE (sandbox recompiles per run)",
     )
     parser.add_argument(
+        "--pin",
+        action="store_true",
+        help=f"dev server on CPU {SERVER_CPU}, warmrun and this process on CPU {CLIENTS_CPU}",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         help="warmrun serve's log level (its default, info, writes an access log line)",
@@ -1266,6 +1283,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.pin:  # inherited by every thread and child started from here on
+        os.sched_setaffinity(0, {CLIENTS_CPU})
     report = uvloop.run(run(args))  # the loop `warmrun serve` runs on
     args.out.write_text(json.dumps(report, indent=2))
     args.out.with_suffix(".md").write_text(markdown(report["results"], report["targets"]))
