@@ -702,6 +702,7 @@ class Bench:
             lambda _: self.get_run(large_id, "succeeded"),
             n,
             1,
+            profile=True,
         )
         raw_done = await self.raw_start()
         await raw_done.result()
