@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any
 
 import uvicorn
 import uvloop
-from bench import LANE, BenchServer, Callers, percentile
+from bench import BenchServer, Callers, drive, percentile
 from temporalio.client import Client
 
 from warmrun.api import backpressure, create_app
@@ -68,24 +67,16 @@ async def accepts(client: Client, deployment: str, requests: int) -> dict[str, A
     serving = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.02)
-    latencies: list[float] = []
     try:
         async with Callers(f"http://127.0.0.1:{port}") as http:
 
-            async def lane(number: int, count: int, record: bool) -> None:
-                LANE.set(number)
-                for _ in range(count):
-                    began = time.perf_counter()
-                    answer = await http.post("/invoke", json={"parameters": {}, "async": True})
-                    if answer.status_code != 202:
-                        raise RuntimeError(f"{answer.status_code}: {answer.text}")
-                    if record:
-                        latencies.append(time.perf_counter() - began)
+            async def invoke(_: int) -> None:
+                answer = await http.post("/invoke", json={"parameters": {}, "async": True})
+                if answer.status_code != 202:
+                    raise RuntimeError(f"{answer.status_code}: {answer.text}")
 
-            await asyncio.gather(*(lane(number, 2, False) for number in range(32)))  # warm-up
-            began = time.perf_counter()
-            await asyncio.gather(*(lane(number, requests // 32, True) for number in range(32)))
-            seconds = time.perf_counter() - began
+            await drive(invoke, 64, 32)  # warm-up
+            latencies, seconds = await drive(invoke, requests, 32)
     finally:
         server.should_exit = True
         await serving

@@ -329,15 +329,17 @@ def combined(parts: list[Stats], latencies: list[float]) -> Stats:
             for name, ms in part.extra.get(key, {}).items():
                 totals[name] = totals.get(name, 0.0) + ms * part.n / n
         stats.extra[key] = {name: round(ms, 3) for name, ms in totals.items()}
-    stats.extra["cpu_utilisation"] = {
-        process: round(ms * n / 1000 / stats.seconds, 2)
-        for process, ms in stats.extra["cpu_ms_per_op"].items()
-    }
+    stats.extra["cpu_utilisation"] = utilisation(stats.extra["cpu_ms_per_op"], n, stats.seconds)
     stats.extra["rounds"] = [
         {"throughput": part.throughput, "p50_ms": part.p50_ms, "p99_ms": part.p99_ms}
         for part in parts
     ]
     return stats
+
+
+def utilisation(cpu_ms_per_op: dict[str, float], n: int, seconds: float) -> dict[str, float]:
+    """Cores each process kept busy over a measurement."""
+    return {process: round(ms * n / 1000 / seconds, 2) for process, ms in cpu_ms_per_op.items()}
 
 
 def round_ratios(warm: Stats, raw: Stats) -> list[float | None]:
@@ -543,10 +545,7 @@ class Bench:
             keep.extend(latencies)
         stats = summarise(latencies, seconds, concurrency)
         stats.extra.update(cpu)
-        stats.extra["cpu_utilisation"] = {
-            process: round(ms * n / 1000 / seconds, 2)
-            for process, ms in cpu["cpu_ms_per_op"].items()
-        }
+        stats.extra["cpu_utilisation"] = utilisation(cpu["cpu_ms_per_op"], n, seconds)
         console.log(
             f"{name}: n={n} c={concurrency} {stats.throughput}/s "
             f"p50={stats.p50_ms}ms p99={stats.p99_ms}ms"

@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 import httpx
 import uvloop
+from bench import LANE, drive, percentile
 
 from warmrun.devserver import free_port
 
@@ -45,23 +46,14 @@ def cpu_seconds() -> float:
     return times.user + times.system
 
 
-async def drive(call: Callable[[int], Awaitable[None]], n: int, lanes: int) -> dict[str, Any]:
-    indices = iter(range(n))
-    latencies: list[float] = []
-
-    async def lane(number: int) -> None:
-        for _ in indices:
-            began = time.perf_counter()
-            await call(number)
-            latencies.append(time.perf_counter() - began)
-
-    cpu, began = cpu_seconds(), time.perf_counter()
-    await asyncio.gather(*(lane(number) for number in range(lanes)))
-    seconds, cpu = time.perf_counter() - began, cpu_seconds() - cpu
-    latencies.sort()
+async def measured(call: Callable[[], Awaitable[None]], n: int, lanes: int) -> dict[str, Any]:
+    """`bench.py`'s lanes, with this process's CPU per request."""
+    cpu = cpu_seconds()
+    latencies, seconds = await drive(lambda _: call(), n, lanes)
+    cpu = cpu_seconds() - cpu
     return {
         "per_s": round(n / seconds),
-        "p50_ms": round(latencies[n // 2] * 1000, 3),
+        "p50_ms": round(percentile(sorted(latencies), 0.5) * 1000, 3),
         "client_cpu_ms_per_request": round(cpu * 1000 / n, 3),
     }
 
@@ -76,17 +68,17 @@ async def compare(base_url: str, n: int, lanes: int) -> None:
     httpx_clients = [httpx.AsyncClient(base_url=base_url) for _ in range(lanes)]
     sessions = [aiohttp.ClientSession(base_url) for _ in range(lanes)]
 
-    async def with_httpx(lane: int) -> None:
-        answer = await httpx_clients[lane].post("/invoke", json=body)
+    async def with_httpx() -> None:
+        answer = await httpx_clients[LANE.get()].post("/invoke", json=body)
         answer.json()
 
-    async def with_aiohttp(lane: int) -> None:
-        async with sessions[lane].post("/invoke", json=body) as answer:
+    async def with_aiohttp() -> None:
+        async with sessions[LANE.get()].post("/invoke", json=body) as answer:
             await answer.json()
 
     for name, call in (("httpx", with_httpx), ("aiohttp", with_aiohttp)):
-        await drive(call, min(n, 200), lanes)  # warm up connections
-        print(f"c={lanes:<3} {name:<8}", await drive(call, n, lanes), flush=True)
+        await measured(call, min(n, 200), lanes)  # warm up connections
+        print(f"c={lanes:<3} {name:<8}", await measured(call, n, lanes), flush=True)
     for client in httpx_clients:
         await client.aclose()
     for session in sessions:
