@@ -14,13 +14,13 @@ from temporalio.service import RPCError
 
 from conftest import submit, wait_for_status
 from test_validation import assert_problem
-from warmrun.api.backpressure import (
+from warmrun.devserver import DevServer
+from warmrun.services.backlog import (
     REFRESH_SECONDS,
     RELAXED_REFRESH_SECONDS,
     STALE_SECONDS,
     Backlog,
 )
-from warmrun.devserver import DevServer
 
 
 async def count_runs(
@@ -113,7 +113,7 @@ async def test_a_failed_recount_is_logged_and_a_stale_count_is_not_admitted_on(
             pass
 
     backlog._counted_at = time.monotonic() - RELAXED_REFRESH_SECONDS - 0.1  # a bit old
-    with caplog.at_level(logging.WARNING, logger="warmrun.api.backpressure"):
+    with caplog.at_level(logging.WARNING, logger="warmrun.services.backlog"):
         async with backlog.admission():
             pass
         await backlog.close()

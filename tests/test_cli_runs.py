@@ -22,7 +22,7 @@ from typer.testing import CliRunner, Result
 from conftest import ServeFn, wait_for_status
 from warmrun.cli import app
 from warmrun.cli.runs import follow
-from warmrun.client import Deployment
+from warmrun.client import DeploymentClient
 
 WARMRUN = str(Path(sys.executable).parent / "warmrun")
 
@@ -156,7 +156,7 @@ async def test_the_progress_bar_shows_each_step_its_count_and_fraction(url: str)
     console = Console(record=True, force_terminal=True, width=120, file=io.StringIO())
 
     def follow_a_run() -> str:
-        with Deployment(url) as deployment:
+        with DeploymentClient(url) as deployment:
             handle = deployment.submit({"seconds": 3, "steps": 3})
             return follow(handle, console, poll=0.2).status
 

@@ -19,11 +19,12 @@ import pytest
 from conftest import ServeFn
 from warmrun.client import (
     APIError,
-    AsyncDeployment,
+    AsyncDeploymentClient,
     Backpressure,
-    Deployment,
+    DeploymentClient,
     DeploymentUnreachable,
     NotFound,
+    Progress,
     Run,
     RunCancelled,
     RunEndedBadly,
@@ -35,7 +36,6 @@ from warmrun.client import (
     WaitTimedOut,
     WarmrunError,
 )
-from warmrun.client._models import RunProgress
 from warmrun.client._protocol import EventDecoder, ServerSentEvent, apply_event
 from warmrun.devserver import free_port
 
@@ -47,13 +47,13 @@ def url(sleepy: httpx.AsyncClient) -> str:
     return str(sleepy.base_url)
 
 
-def with_deployment(url: str, use: Callable[[Deployment], T], **options: Any) -> T:
-    with Deployment(url, **options) as deployment:
+def with_deployment(url: str, use: Callable[[DeploymentClient], T], **options: Any) -> T:
+    with DeploymentClient(url, **options) as deployment:
         return use(deployment)
 
 
-async def blocking(url: str, use: Callable[[Deployment], T], **options: Any) -> T:
-    """Use a sync `Deployment` off the event loop that serves the deployment."""
+async def blocking(url: str, use: Callable[[DeploymentClient], T], **options: Any) -> T:
+    """Use a sync `DeploymentClient` off the event loop that serves the deployment."""
     return await asyncio.to_thread(with_deployment, url, use, **options)
 
 
@@ -152,7 +152,7 @@ async def test_an_unreachable_deployment_raises_deployment_unreachable() -> None
 
 
 async def test_submit_answers_at_once_and_watch_shows_each_step(url: str) -> None:
-    def submit_and_watch(deployment: Deployment) -> tuple[RunHandle, float, list[Run]]:
+    def submit_and_watch(deployment: DeploymentClient) -> tuple[RunHandle, float, list[Run]]:
         started = time.monotonic()
         handle = deployment.submit({"seconds": 1.5, "steps": 3}, run_name="watched")
         accepted_after = time.monotonic() - started
@@ -179,7 +179,7 @@ async def test_wait_polls_at_the_servers_retry_after_without_an_event_stream(url
     log: list[Exchange] = []
     http = recording_client(log)
 
-    def two_waits(deployment: Deployment) -> tuple[Run, Run]:
+    def two_waits(deployment: DeploymentClient) -> tuple[Run, Run]:
         first = deployment.submit({"seconds": 3.5}).wait()
         return first, deployment.submit({}).wait()
 
@@ -200,7 +200,7 @@ async def test_wait_polls_at_the_servers_retry_after_without_an_event_stream(url
 
 
 async def test_wait_gives_up_after_its_timeout_while_the_run_goes_on(url: str) -> None:
-    def wait_briefly(deployment: Deployment) -> tuple[RunHandle, float, WaitTimedOut]:
+    def wait_briefly(deployment: DeploymentClient) -> tuple[RunHandle, float, WaitTimedOut]:
         handle = deployment.submit({"seconds": 30})
         started = time.monotonic()
         try:
@@ -223,7 +223,7 @@ async def test_wait_gives_up_after_its_timeout_while_the_run_goes_on(url: str) -
 
 
 async def test_cancel_asks_and_the_run_ends_cancelled(url: str) -> None:
-    def cancel_while_running(deployment: Deployment) -> tuple[Run, RunCancelled]:
+    def cancel_while_running(deployment: DeploymentClient) -> tuple[Run, RunCancelled]:
         handle = deployment.submit({"seconds": 30})
         for run in handle.watch(poll=0.1):
             if run.status == "running":
@@ -244,7 +244,7 @@ async def test_cancel_asks_and_the_run_ends_cancelled(url: str) -> None:
 
 
 async def test_cancel_of_an_ended_run_returns_it_as_it_ended(url: str) -> None:
-    def cancel_after_the_end(deployment: Deployment) -> Run:
+    def cancel_after_the_end(deployment: DeploymentClient) -> Run:
         handle = deployment.submit({})
         handle.wait(poll=0.1)
         return handle.cancel()
@@ -256,7 +256,7 @@ async def test_cancel_of_an_ended_run_returns_it_as_it_ended(url: str) -> None:
 
 
 async def test_an_unknown_run_raises_not_found(url: str) -> None:
-    with Deployment(url) as deployment:
+    with DeploymentClient(url) as deployment:
         unknown = deployment.run("no-such-run")
         for use in (unknown.status, unknown.cancel, unknown.wait, unknown.result):
             with pytest.raises(NotFound) as caught:
@@ -278,13 +278,13 @@ async def test_listing_runs_where_the_server_has_no_such_route_is_a_clear_error(
 
 
 @pytest.fixture
-async def async_deployment(url: str) -> AsyncIterator[AsyncDeployment]:
-    async with AsyncDeployment(url) as deployment:
+async def async_deployment(url: str) -> AsyncIterator[AsyncDeploymentClient]:
+    async with AsyncDeploymentClient(url) as deployment:
         yield deployment
 
 
 async def test_async_client_invokes_and_raises_the_same_typed_errors(
-    async_deployment: AsyncDeployment,
+    async_deployment: AsyncDeploymentClient,
 ) -> None:
     outputs = await async_deployment.invoke({"steps": 2})
     assert outputs["steps"] == 2
@@ -299,7 +299,7 @@ async def test_async_client_invokes_and_raises_the_same_typed_errors(
 
 
 async def test_async_client_submits_watches_and_cancels(
-    async_deployment: AsyncDeployment,
+    async_deployment: AsyncDeploymentClient,
 ) -> None:
     handle = await async_deployment.submit({"seconds": 0.6, "steps": 2})
     snapshots = [run async for run in handle.watch(poll=0.1)]
@@ -350,7 +350,7 @@ def test_events_update_the_run_they_describe() -> None:
     unreadable = apply_event(stepped, ServerSentEvent("progress", "not json"))
 
     assert running.status == "running"
-    assert stepped.progress == RunProgress(step="a", fraction=0.5)
+    assert stepped.progress == Progress(step="a", fraction=0.5)
     assert stepped.status == "running"
     assert unreadable == stepped
 
@@ -409,7 +409,7 @@ async def test_a_missing_or_wrong_token_raises_unauthorized(serve: ServeFn) -> N
 async def test_submitting_again_with_the_same_idempotency_key_names_the_same_run(
     url: str,
 ) -> None:
-    def submit_twice(deployment: Deployment) -> tuple[RunHandle, RunHandle, RunHandle]:
+    def submit_twice(deployment: DeploymentClient) -> tuple[RunHandle, RunHandle, RunHandle]:
         key = f"client-test-{time.time_ns()}"
         first = deployment.submit({"seconds": 0.5}, idempotency_key=key)
         again = deployment.submit({"seconds": 0.5}, idempotency_key=key)
@@ -433,7 +433,7 @@ async def test_runs_lists_newest_first_across_pages_and_filters_by_status(
     async with serve("sleepy", deployment="listed") as http:
         url = str(http.base_url)
 
-        def make_runs(deployment: Deployment) -> list[str]:
+        def make_runs(deployment: DeploymentClient) -> list[str]:
             ids = []
             for index in range(3):
                 ids.append(deployment.submit({}, run_name=f"listed-{index}").run_id)

@@ -10,13 +10,13 @@ import httpx
 from temporalio.client import Client
 
 from conftest import PIPELINES, TEST_SETTINGS, submit, wait_for_status
-from warmrun.api.backpressure import Backlog
-from warmrun.api.dependencies import Deployment
-from warmrun.api.run_state import read_run, run_resource
+from warmrun.deployment import Deployment
 from warmrun.metrics import Metrics
 from warmrun.pipeline import load_pipeline
+from warmrun.run import ENDING_MEMO_KEY, task_queue_for
+from warmrun.services.backlog import Backlog
+from warmrun.services.read import read_run, run_of
 from warmrun.settings import Settings
-from warmrun.workflows.contract import OUTCOME_MEMO, task_queue_for
 
 
 async def test_progress_is_visible_while_the_run_is_running(sleepy: httpx.AsyncClient) -> None:
@@ -206,8 +206,8 @@ def _deployment(client: Client, pipeline: str, name: str) -> Deployment:
 async def _from_history(deployment: Deployment, run_id: str) -> dict:
     """The resource as read without the ending the workflow put in its memo."""
     description = await deployment.client.get_workflow_handle(run_id).describe()
-    del description.raw_info.memo.fields[OUTCOME_MEMO]
-    return (await run_resource(deployment, description)).model_dump()
+    del description.raw_info.memo.fields[ENDING_MEMO_KEY]
+    return (await run_of(deployment, description)).model_dump()
 
 
 async def test_a_closed_run_reads_the_same_from_its_memo_as_from_its_history(
@@ -222,7 +222,7 @@ async def test_a_closed_run_reads_the_same_from_its_memo_as_from_its_history(
     ]
     for run_id, status in ((succeeded, "succeeded"), (failed, "failed")):
         description = await temporal_client.get_workflow_handle(run_id).describe()
-        ending = (await description.memo())[OUTCOME_MEMO]
+        ending = (await description.memo())[ENDING_MEMO_KEY]
         assert ending["status"] == status and ending["complete"] is True
 
         from_memo = (await read_run(deployment, run_id)).model_dump()
@@ -244,7 +244,7 @@ async def test_outputs_too_large_for_the_memo_are_read_from_the_close_event(
         assert run["status"] == "succeeded" and run["outputs"] == {"blob": "x" * 5000}
         assert run["started_at"] is not None and run["attempt"] == 1
     description = await temporal_client.get_workflow_handle(run_id).describe()
-    ending = (await description.memo())[OUTCOME_MEMO]
+    ending = (await description.memo())[ENDING_MEMO_KEY]
     assert ending["complete"] is True and ending["result_in_history"] is True
     assert ending["outputs"] is None
 
@@ -262,7 +262,7 @@ async def test_an_error_too_long_for_the_memo_is_read_whole_from_the_close_event
     answer = await sleepy.post("/invoke", json={"parameters": {"fail": message}})
     run_id = answer.headers["X-Run-Id"]
     description = await temporal_client.get_workflow_handle(run_id).describe()
-    ending = (await description.memo())[OUTCOME_MEMO]
+    ending = (await description.memo())[ENDING_MEMO_KEY]
     assert ending["result_in_history"] is True and ending["error"]["message"] == ""
 
     run = (await sleepy.get(f"/runs/{run_id}")).json()

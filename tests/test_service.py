@@ -9,7 +9,13 @@ async def test_health_and_ready(sleepy: httpx.AsyncClient) -> None:
     assert (await sleepy.get("/health")).json() == {"status": "ok"}
     ready = await sleepy.get("/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True, "temporal": True, "worker": True, "draining": False}
+    assert ready.json() == {
+        "ready": True,
+        "temporal": True,
+        "worker": True,
+        "draining": False,
+        "detail": None,
+    }
 
 
 async def test_info_describes_the_pipeline_and_its_temporal_home(

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHistory
+from temporalio.exceptions import CancelledError
 from temporalio.worker import Worker
 
 from conftest import submit, wait_for_status
@@ -137,6 +139,10 @@ async def test_a_parent_workflow_composes_a_run_and_its_cancel_stops_the_pipelin
         child = await wait_for_status(sleepy, child_id, {"cancelled"}, timeout=30)
         assert marker.exists()
         assert child["cancel_requested"] is True
+        # The parent closes in its own workflow task, after its child did: wait for it.
+        with pytest.raises(WorkflowFailureError) as failure:
+            await asyncio.wait_for(parent.result(), timeout=30)
+        assert isinstance(failure.value.cause, CancelledError)
         assert (await parent.describe()).status == WorkflowExecutionStatus.CANCELED
 
 

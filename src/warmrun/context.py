@@ -21,7 +21,7 @@ from typing import Any
 import pydantic_core
 from pydantic import TypeAdapter
 
-from warmrun.workflows.contract import Progress, StepCheckpoint
+from warmrun.run import Progress, StepCheckpoint
 
 MAX_CHECKPOINT_BYTES = 256 * 1024
 """Step results kept for resuming, in all; they travel in every heartbeat."""
@@ -29,12 +29,13 @@ MAX_CHECKPOINT_BYTES = 256 * 1024
 logger = logging.getLogger(__name__)
 
 
-class RunCancelled(Exception):
-    """Raised in a pipeline by `RunContext.check_cancelled()` once its run is cancelled.
+class CancellationRequested(Exception):
+    """Raised in a pipeline by `RunContext.check_cancelled()` once its run was asked to
+    stop: by `DELETE /runs/{id}`, a Temporal cancel, or the run's timeout.
 
-    A run is cancelled by `DELETE /runs/{id}`, a Temporal cancel, or its timeout.
     Let it propagate: the run is reported `cancelled` (or `timed_out`) only after
-    the pipeline has returned or raised.
+    the pipeline has returned or raised. (A client sees such a run end as
+    `warmrun.client.RunCancelled` or `RunTimedOut`.)
     """
 
 
@@ -116,9 +117,9 @@ class RunContext:
         return self._cancelled.is_set()
 
     def check_cancelled(self) -> None:
-        """Raise `RunCancelled` if the run was asked to stop; call it between chunks."""
+        """Raise `CancellationRequested` if the run was asked to stop; call it between chunks."""
         if self._cancelled.is_set():
-            raise RunCancelled(f"run {self._run_id} was cancelled")
+            raise CancellationRequested(f"run {self._run_id} was asked to stop")
 
     @property
     def steps_total(self) -> int | None:
@@ -171,6 +172,12 @@ class RunContext:
         """A consistent copy of the run's progress."""
         with self._lock:
             return replace(self._progress)
+
+    @property
+    def checkpoint_bytes(self) -> int:
+        """How large the saved step results are as JSON (at most `MAX_CHECKPOINT_BYTES`)."""
+        with self._lock:
+            return self._checkpoint_bytes
 
     def checkpoints(self) -> list[StepCheckpoint]:
         """The steps completed so far, in order, for the next heartbeat."""
@@ -251,11 +258,17 @@ class RunContext:
         self._checkpoint_bytes += size
         return StepCheckpoint(name=name, result=jsonable)
 
-    @staticmethod
-    def _restored(saved: StepCheckpoint, function: Callable[..., Any]) -> Any:
+    def _restored(self, saved: StepCheckpoint, function: Callable[..., Any]) -> Any:
         try:
             annotation = typing.get_type_hints(function).get("return")
-        except Exception:
+        except Exception:  # an unresolvable hint: the saved JSON is still the result
+            self._logger.warning(
+                "step %r: cannot read the return annotation of %r; its saved result is "
+                "returned as plain JSON",
+                saved.name,
+                function,
+                exc_info=True,
+            )
             annotation = None
         if annotation is None or annotation is Any:
             return saved.result

@@ -78,7 +78,7 @@ class Pipeline:
         return kwargs
 
     @staticmethod
-    def to_outputs(value: Any, max_bytes: int | None = None) -> dict[str, Any]:
+    def to_outputs(value: Any, max_bytes: int | None = None) -> Outputs:
         """Turn a return value into the run's `outputs` JSON object.
 
         Checked here, in the worker, so that an output Temporal would refuse (over its
@@ -100,7 +100,15 @@ class Pipeline:
                 f"{max_bytes} (WARMRUN_MAX_OUTPUT_BYTES); store large results elsewhere "
                 "and return a reference"
             )
-        return jsonable
+        return Outputs(jsonable, size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Outputs:
+    """A run's outputs as JSON, and their size once encoded."""
+
+    value: dict[str, Any]
+    size: int
 
 
 def load_pipeline(reference: str) -> Pipeline:
@@ -131,22 +139,51 @@ def load_pipeline(reference: str) -> Pipeline:
 
 def _import(module_ref: str) -> Any:
     if module_ref.endswith(".py") or "/" in module_ref:
-        path = Path(module_ref).resolve()
-        if not path.is_file():
-            raise PipelineLoadError(f"no such pipeline file: {path}")
-        # The file's folder goes on sys.path so that the pipeline can import its siblings.
-        sys.path.insert(0, str(path.parent))
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        if spec is None or spec.loader is None:
-            raise PipelineLoadError(f"cannot import {path}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[path.stem] = module
-        spec.loader.exec_module(module)
-        return module
+        return _import_file(Path(module_ref).resolve())
     try:
         return importlib.import_module(module_ref)
     except ModuleNotFoundError as err:
         raise PipelineLoadError(f"cannot import module {module_ref!r}: {err}") from None
+
+
+def _import_file(path: Path) -> Any:
+    """Import a pipeline file without letting it shadow another module.
+
+    Its folder is appended to `sys.path` (so the pipeline can import its siblings,
+    while the standard library and installed packages keep their names), and a file
+    named like another module (`json.py`) is registered under a name of its own.
+    """
+    if not path.is_file():
+        raise PipelineLoadError(f"no such pipeline file: {path}")
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.append(folder)
+    name = _module_name(path)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise PipelineLoadError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _module_name(path: Path) -> str:
+    """The file's stem, unless that names something else: a standard-library module,
+    another loaded module, or a module importable from elsewhere on `sys.path`."""
+    stem = path.stem
+    loaded = sys.modules.get(stem)
+    if loaded is not None:
+        taken = Path(getattr(loaded, "__file__", None) or "").resolve() != path
+    elif stem in sys.stdlib_module_names:
+        taken = True
+    else:
+        try:
+            found = importlib.util.find_spec(stem)
+        except (ImportError, ValueError):
+            found = None
+        taken = found is not None and Path(found.origin or "").resolve() != path
+    return f"warmrun_pipeline_{stem}" if taken else stem
 
 
 def _hook(module: Any, name: str) -> Callable[..., Any] | None:

@@ -21,7 +21,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from warmrun.api.dependencies import Deployment
+from warmrun.deployment import Deployment
 
 logger = logging.getLogger(__name__)
 

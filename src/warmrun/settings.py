@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import Field, PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from warmrun.workflows.contract import RunPolicy
+from warmrun.run import RunPolicy
 
 
 class Settings(BaseSettings):

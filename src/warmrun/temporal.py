@@ -21,16 +21,16 @@ From a client:
 
 from __future__ import annotations
 
-import secrets
 from typing import TYPE_CHECKING, Any
 
 from temporalio import workflow
 
-from warmrun.workflows.contract import (
+from warmrun.run import (
     WORKFLOW_TYPE,
     PipelineRunInput,
     PipelineRunResult,
     Progress,
+    new_run_id,
     task_queue_for,
 )
 
@@ -64,7 +64,7 @@ async def start_pipeline_run(
     return await client.start_workflow(
         WORKFLOW_TYPE,
         PipelineRunInput(parameters=parameters, run_name=run_name, timeout=timeout),
-        id=run_id or f"run_{secrets.token_urlsafe(16)}",
+        id=run_id or new_run_id(),
         task_queue=task_queue_for(deployment),
         result_type=PipelineRunResult,
         **start_options,
@@ -93,7 +93,7 @@ async def start_child_pipeline_run(
     return await workflow.start_child_workflow(
         WORKFLOW_TYPE,
         PipelineRunInput(parameters=parameters, run_name=run_name, timeout=timeout),
-        id=run_id or f"run_{workflow.uuid4().hex}",
+        id=run_id or new_run_id(workflow.uuid4().hex),
         task_queue=task_queue_for(deployment),
         result_type=PipelineRunResult,
         **child_options,

@@ -14,14 +14,12 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from warmrun.activities import PipelineActivities
-from warmrun.activities.deliver_webhook import WebhookActivities
+from warmrun.activities import PipelineActivities, WebhookActivities
 from warmrun.metrics import Metrics
 from warmrun.pipeline import Pipeline
+from warmrun.run import task_queue_for
 from warmrun.settings import Settings
-from warmrun.workflows import PipelineRun
-from warmrun.workflows.contract import task_queue_for
-from warmrun.workflows.webhook_delivery import WebhookDelivery
+from warmrun.workflows import PipelineRun, WebhookDelivery
 
 logger = logging.getLogger(__name__)
 

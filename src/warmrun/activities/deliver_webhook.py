@@ -20,19 +20,22 @@ from temporalio.exceptions import ApplicationError
 
 from warmrun import __version__
 from warmrun.metrics import Metrics
+from warmrun.resource import RunLinks
+from warmrun.run import (
+    DELIVER_WEBHOOK_ACTIVITY,
+    WEBHOOK_GONE_ERROR,
+    WEBHOOK_REFUSED_ERROR,
+    WEBHOOK_REJECTED_ERROR,
+    DeliveryFailureDetails,
+    WebhookDeliveryInput,
+    WebhookDeliveryResult,
+    temporal_ui_url,
+)
 from warmrun.settings import Settings
 from warmrun.webhooks import (
     WebhookTargetRefused,
     resolve_target,
     signature_headers,
-)
-from warmrun.workflows.contract import (
-    DELIVER_WEBHOOK_ACTIVITY,
-    WEBHOOK_GONE_ERROR,
-    WEBHOOK_REFUSED_ERROR,
-    WEBHOOK_REJECTED_ERROR,
-    WebhookDeliveryInput,
-    WebhookDeliveryResult,
 )
 
 RETRIED_STATUSES = {408, 425, 429}
@@ -69,7 +72,7 @@ class WebhookActivities:
         except WebhookTargetRefused as err:
             raise ApplicationError(
                 str(err),
-                {"attempts": activity.info().attempt},
+                DeliveryFailureDetails(attempts=activity.info().attempt),
                 type=WEBHOOK_REFUSED_ERROR,
                 non_retryable=True,
             ) from None
@@ -106,7 +109,7 @@ class WebhookActivities:
         if code == 410:
             raise ApplicationError(
                 "the receiver answered 410 Gone: no more deliveries",
-                {"attempts": attempt},
+                DeliveryFailureDetails(attempts=attempt),
                 type=WEBHOOK_GONE_ERROR,
                 non_retryable=True,
             )
@@ -118,7 +121,7 @@ class WebhookActivities:
             )
         raise ApplicationError(
             f"the receiver answered {code}; not retried",
-            {"attempts": attempt},
+            DeliveryFailureDetails(attempts=attempt),
             type=WEBHOOK_REJECTED_ERROR,
             non_retryable=True,
         )
@@ -126,15 +129,8 @@ class WebhookActivities:
 
 def _links(settings: Settings, payload: dict) -> dict:
     run_id = payload.get("run_id", "")
-    base = settings.temporal_ui_url.rstrip("/")
-    return {
-        "links": {
-            "self": f"/runs/{run_id}",
-            "cancel": f"/runs/{run_id}",
-            "events": f"/runs/{run_id}/events",
-            "temporal_ui": f"{base}/namespaces/{activity.info().namespace}/workflows/{run_id}",
-        }
-    }
+    ui = temporal_ui_url(settings.temporal_ui_url, activity.info().namespace, run_id)
+    return {"links": RunLinks.of(run_id, ui).model_dump()}
 
 
 def _pinned_url(url: str, address: str) -> str:

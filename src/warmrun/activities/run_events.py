@@ -16,15 +16,17 @@ from temporalio import activity
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from warmrun.settings import Settings
-from warmrun.workflows.contract import (
+from warmrun.run import (
     WEBHOOK_WORKFLOW_TYPE,
     Progress,
     RunPipelineInput,
+    RunStatus,
     WebhookDeliveryInput,
+    WebhookEvent,
     run_payload,
     webhook_delivery_id,
 )
+from warmrun.settings import Settings
 
 PROGRESS_EVENT_INTERVAL = 1.0
 """At most one `progress` event per second per run."""
@@ -47,19 +49,21 @@ class RunEventSender:
         return bool(self._url) and event in self._events
 
     async def started(self, progress: Progress) -> None:
-        if self.wants("started"):
-            await self._send("started", progress)
+        if self.wants(WebhookEvent.STARTED):
+            await self._send(WebhookEvent.STARTED, progress)
 
     async def progress(self, progress: Progress) -> None:
-        if not self.wants("progress") or progress == self._last_progress:
+        if not self.wants(WebhookEvent.PROGRESS) or progress == self._last_progress:
             return
         if time.monotonic() - self._last_progress_at < PROGRESS_EVENT_INTERVAL:
             return
         self._last_progress, self._last_progress_at = progress, time.monotonic()
         self._progress_sent += 1
-        await self._send("progress", progress, sequence=self._progress_sent)
+        await self._send(WebhookEvent.PROGRESS, progress, sequence=self._progress_sent)
 
-    async def _send(self, event: str, progress: Progress, sequence: int | None = None) -> None:
+    async def _send(
+        self, event: WebhookEvent, progress: Progress, sequence: int | None = None
+    ) -> None:
         info = activity.info()
         if sequence is not None:
             sequence = info.attempt * 100_000 + sequence  # unique across attempts
@@ -87,7 +91,12 @@ class RunEventSender:
         except WorkflowAlreadyStartedError:
             pass  # sent by an earlier attempt
         except Exception:
-            logger.warning("could not hand over the %s webhook of run %s", event, info.workflow_id)
+            logger.warning(
+                "could not hand over the %s webhook of run %s",
+                event,
+                info.workflow_id,
+                exc_info=True,
+            )
 
     def _payload(self, progress: Progress) -> dict[str, Any]:
         info = activity.info()
@@ -96,7 +105,7 @@ class RunEventSender:
             run_name=self._run_name,
             pipeline_name=self._pipeline_name,
             task_queue=info.task_queue,
-            status="running",
+            status=RunStatus.RUNNING,
             progress=progress,
             started_at=info.started_time.isoformat(),
             attempt=info.attempt,

@@ -13,20 +13,19 @@ from fastapi.responses import HTMLResponse
 from temporalio.client import Client
 
 from warmrun import __version__
-from warmrun.api import invoke, runs, service, telemetry
-from warmrun.api.auth import Authenticated
-from warmrun.api.backpressure import Backlog
-from warmrun.api.body_limit import BodyLimitMiddleware
-from warmrun.api.dependencies import Deployment
+from warmrun.api.deps import Authenticated
+from warmrun.api.middleware import BodyLimitMiddleware, InvocationMetricsMiddleware
 from warmrun.api.models import invoke_request_model
 from warmrun.api.problems import install_problem_handlers
-from warmrun.api.telemetry import InvocationMetricsMiddleware
+from warmrun.api.routes import invoke, ops, runs
 from warmrun.connection import connect, runtime_with_prometheus
+from warmrun.deployment import Deployment
 from warmrun.metrics import Metrics
 from warmrun.pipeline import Pipeline
+from warmrun.run import task_queue_for
+from warmrun.services.backlog import Backlog
 from warmrun.settings import Settings
 from warmrun.worker import running_worker
-from warmrun.workflows.contract import task_queue_for
 
 logger = logging.getLogger(__name__)
 
@@ -95,9 +94,8 @@ def create_app(
     install_problem_handlers(app)
     app.include_router(invoke.invoke_router(invoke_request_model(pipeline, settings.max_timeout)))
     app.include_router(runs.router)
-    app.include_router(service.router)
-    app.include_router(service.protected)
-    app.include_router(telemetry.router)
+    app.include_router(ops.public)
+    app.include_router(ops.router)
     _add_docs(app, auth=bool(settings.auth_tokens()))
     return app
 

@@ -1,4 +1,8 @@
-"""Request and response bodies of the HTTP API: `/docs` is their manual."""
+"""Request and response bodies of the HTTP API: `/docs` is their manual.
+
+The run resource itself (`GET /runs/{run_id}`) is `warmrun.resource.Run`, shared with
+the run services and the client.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from warmrun.pipeline import Pipeline
-
-RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "timed_out"]
-WebhookEvent = Literal["started", "progress", "succeeded", "failed", "cancelled", "timed_out"]
-TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
+from warmrun.resource import Run
+from warmrun.run import RunStatus, WebhookEvent
 
 
 class InvokeRequestBase(BaseModel):
@@ -80,15 +82,6 @@ def invoke_request_model(pipeline: Pipeline, max_timeout: float) -> type[InvokeR
     )
 
 
-class AcceptedRun(BaseModel):
-    """A run that exists durably on the Temporal server; poll `location`."""
-
-    run_id: str
-    status: RunStatus = "queued"
-    created_at: datetime
-    location: str
-
-
 class InvokeMetadata(BaseModel):
     run_id: str
     run_name: str | None
@@ -113,66 +106,11 @@ class InvokeResponse(BaseModel):
     error: str | None = None
 
 
-class RunProgress(BaseModel):
-    step: str | None = Field(None, description="The step running now, if any.")
-    steps_completed: int = 0
-    steps_total: int | None = None
-    fraction: float | None = Field(None, ge=0, le=1)
-    message: str | None = None
-
-
-class RunError(BaseModel):
-    type: str = Field(description="The exception type the pipeline raised, or a warmrun reason.")
-    message: str
-
-
-class WebhookState(BaseModel):
-    """Delivery of the run's main event: the terminal one once the run ended."""
-
-    url: str
-    event: str | None = Field(description="The event this state is about.")
-    state: Literal[
-        "pending", "delivering", "retrying", "delivered", "gone", "rejected", "refused", "failed"
-    ]
-    attempts: int = 0
-    last_error: str | None = None
-    delivered_at: datetime | None = None
-
-
-class RunLinks(BaseModel):
-    self: str
-    cancel: str
-    events: str = Field(description="Server-sent events of the run's changes.")
-    temporal_ui: str
-
-
-class RunResource(BaseModel):
-    run_id: str
-    run_name: str | None
-    pipeline_name: str
-    deployment_name: str
-    status: RunStatus
-    created_at: datetime | None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    attempt: int = Field(0, description="Attempt of the pipeline's execution (0: not started).")
-    cancel_requested: bool = False
-    progress: RunProgress | None = None
-    outputs: dict[str, Any] | None = None
-    error: RunError | None = None
-    webhook: WebhookState | None = None
-    links: RunLinks
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
-
-
 class RunList(BaseModel):
     """A page of runs; listed runs carry status and timing (`GET /runs/{id}` has the
     outputs and error)."""
 
-    runs: list[RunResource]
+    runs: list[Run]
     next_page_token: str | None = Field(
         None, description="Pass as `page_token` for the next page; null on the last one."
     )
@@ -187,6 +125,7 @@ class Readiness(BaseModel):
     temporal: bool = Field(description="The Temporal server answers.")
     worker: bool | None = Field(description="This process's worker is polling (null: API-only).")
     draining: bool = Field(False, description="Shutting down: no new runs are taken here.")
+    detail: str | None = Field(None, description="Why this replica is not ready.")
 
 
 class DeploymentInfo(BaseModel):

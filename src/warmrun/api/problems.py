@@ -1,7 +1,10 @@
 """Errors as `application/problem+json` (RFC 9457), each with a stable `code`.
 
-Every error a client can cause maps to a 4xx here; Temporal being unreachable is a
-503 with `Retry-After`. Anything else is a bug and still answers problem+json.
+The one place that turns errors into HTTP: what the run services refuse
+(`warmrun.services.errors`), what FastAPI refuses (validation, unknown routes), and
+Temporal's RPC errors. Every error a client can cause maps to a 4xx here; Temporal
+being unreachable is a 503 with `Retry-After`. Anything else is a bug and still
+answers problem+json.
 """
 
 from __future__ import annotations
@@ -16,6 +19,18 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError, RPCStatusCode
+
+from warmrun.services.errors import (
+    BacklogFull,
+    CallbackRefused,
+    IdempotencyKeyReused,
+    InvalidPageToken,
+    ReplicaDraining,
+    RunAlreadyEnded,
+    RunNotFound,
+    RunServiceError,
+    WebhooksDisabled,
+)
 
 PROBLEM_JSON = "application/problem+json"
 TEMPORAL_RETRY_AFTER = 5
@@ -136,6 +151,50 @@ async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc, request)
 
 
+def service_problem(error: RunServiceError) -> Problem:
+    """The HTTP answer to what a run service refused."""
+    detail = str(error)
+    match error:
+        case RunNotFound():
+            return Problem(404, "run_not_found", detail)
+        case RunAlreadyEnded():
+            return Problem(409, "run_already_ended", detail)
+        case InvalidPageToken():
+            return validation_problem(
+                [{"loc": ["query", "page_token"], "msg": detail, "type": "value_error"}]
+            )
+        case IdempotencyKeyReused():
+            return Problem(422, "idempotency_key_reused", detail, run_id=error.run_id)
+        case CallbackRefused():
+            return Problem(
+                422,
+                "callback_url_refused",
+                detail,
+                errors=[{"loc": ["body", "callback_url"], "msg": detail, "type": "value_error"}],
+            )
+        case WebhooksDisabled():
+            return Problem(422, "webhooks_disabled", detail)
+        case BacklogFull():
+            return Problem(
+                429,
+                "backlog_full",
+                detail,
+                title="Too many runs",
+                headers={"Retry-After": str(error.retry_after)},
+                retry_after=error.retry_after,
+            )
+        case ReplicaDraining():
+            return Problem(
+                503, "shutting_down", detail, headers={"Retry-After": str(error.retry_after)}
+            )
+    raise TypeError(f"no HTTP answer for {type(error).__name__}") from error
+
+
+async def _on_service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RunServiceError)
+    return problem_response(service_problem(exc), request)
+
+
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
@@ -179,6 +238,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(RunServiceError, _on_service_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(RPCError, _on_rpc_error)

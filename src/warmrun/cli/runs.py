@@ -14,7 +14,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -23,17 +22,25 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
-    Progress,
     ProgressColumn,
     SpinnerColumn,
     Task,
     TaskProgressColumn,
     TextColumn,
 )
+from rich.progress import Progress as ProgressDisplay
 from rich.table import Table
 from rich.text import Text
 
-from warmrun.client import AcceptedRun, Deployment, Run, RunHandle, RunProgress, WarmrunError
+from warmrun.client import (
+    AcceptedRun,
+    DeploymentClient,
+    Progress,
+    Run,
+    RunHandle,
+    RunStatus,
+    WarmrunError,
+)
 
 console = Console(stderr=True)
 
@@ -44,28 +51,19 @@ EXIT_CANCELLED = 3
 EXIT_TIMED_OUT = 4
 EXIT_INTERRUPTED = 130
 EXIT_CODES = {
-    "succeeded": EXIT_SUCCEEDED,
-    "failed": EXIT_FAILED,
-    "cancelled": EXIT_CANCELLED,
-    "timed_out": EXIT_TIMED_OUT,
+    RunStatus.SUCCEEDED: EXIT_SUCCEEDED,
+    RunStatus.FAILED: EXIT_FAILED,
+    RunStatus.CANCELLED: EXIT_CANCELLED,
+    RunStatus.TIMED_OUT: EXIT_TIMED_OUT,
 }
 STATUS_STYLES = {
-    "queued": "dim",
-    "running": "cyan",
-    "succeeded": "green",
-    "failed": "red",
-    "cancelled": "yellow",
-    "timed_out": "red",
+    RunStatus.QUEUED: "dim",
+    RunStatus.RUNNING: "cyan",
+    RunStatus.SUCCEEDED: "green",
+    RunStatus.FAILED: "red",
+    RunStatus.CANCELLED: "yellow",
+    RunStatus.TIMED_OUT: "red",
 }
-
-
-class Status(StrEnum):
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-    timed_out = "timed_out"
 
 
 runs_app = typer.Typer(
@@ -157,7 +155,7 @@ def invoke(
 
     Ctrl-C while waiting asks whether to cancel the run or leave it running.
     """
-    base, _ = resolve_target(url)
+    base, _ = url_and_run_id(url)
     parameters = parse_parameters(json_file, param or [])
     follow_run = wait if wait is not None else (not async_ and sys.stdout.isatty())
     with deployment_at(base, token) as deployment:
@@ -211,16 +209,16 @@ def json_or_text(raw: str) -> Any:
 def list_runs(
     url: UrlArg = None,
     status: Annotated[
-        Status | None, typer.Option(help="Only runs in this status.", show_default=False)
+        RunStatus | None, typer.Option(help="Only runs in this status.", show_default=False)
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="Show at most this many runs.")] = 20,
     as_json: JsonFlag = False,
     token: TokenOpt = None,
 ) -> None:
     """The deployment's runs, newest first."""
-    base, _ = resolve_target(url)
+    base, _ = url_and_run_id(url)
     with deployment_at(base, token) as deployment:
-        pages = deployment.runs(status.value if status else None, page_size=min(limit, 100))
+        pages = deployment.runs(status, page_size=min(limit, 100))
         runs = list(itertools.islice(pages, limit))
     if as_json:
         print_json([run.model_dump(mode="json", exclude_unset=True) for run in runs])
@@ -242,7 +240,7 @@ def list_runs(
 @runs_app.command("get", context_settings=RUN_ID_SETTINGS)
 def get_run(url: UrlArg = None, run_id: RunIdArg = None, token: TokenOpt = None) -> None:
     """The run as the server knows it now, as JSON."""
-    base, rid = resolve_target(url, run_id, needs_run=True)
+    base, rid = url_and_run_id(url, run_id, needs_run=True)
     with deployment_at(base, token) as deployment:
         print_json(deployment.run(rid).status().model_dump(mode="json", exclude_unset=True))
 
@@ -250,7 +248,7 @@ def get_run(url: UrlArg = None, run_id: RunIdArg = None, token: TokenOpt = None)
 @runs_app.command("cancel", context_settings=RUN_ID_SETTINGS)
 def cancel_run(url: UrlArg = None, run_id: RunIdArg = None, token: TokenOpt = None) -> None:
     """Ask for the run's cancellation; it ends `cancelled` once its pipeline has stopped."""
-    base, rid = resolve_target(url, run_id, needs_run=True)
+    base, rid = url_and_run_id(url, run_id, needs_run=True)
     with deployment_at(base, token) as deployment:
         run = deployment.run(rid).cancel()
     if run.is_terminal:
@@ -266,7 +264,7 @@ def watch_run(url: UrlArg = None, run_id: RunIdArg = None, token: TokenOpt = Non
 
     Ctrl-C stops watching; the run goes on.
     """
-    base, rid = resolve_target(url, run_id, needs_run=True)
+    base, rid = url_and_run_id(url, run_id, needs_run=True)
     with deployment_at(base, token) as deployment:
         handle = deployment.run(rid)
         try:
@@ -279,7 +277,7 @@ def watch_run(url: UrlArg = None, run_id: RunIdArg = None, token: TokenOpt = Non
 # --- shared -------------------------------------------------------------------------
 
 
-def resolve_target(
+def url_and_run_id(
     url: str | None, run_id: str | None = None, *, needs_run: bool = False
 ) -> tuple[str, str]:
     """URL and RUN_ID, with WARMRUN_URL standing in for a URL that was left out: with
@@ -301,10 +299,11 @@ def looks_like_url(text: str) -> bool:
 
 
 @contextmanager
-def deployment_at(url: str, token: str | None) -> Iterator[Deployment]:
-    """The deployment, with any client error reported on stderr as exit code 1."""
+def deployment_at(url: str, token: str | None) -> Iterator[DeploymentClient]:
+    """A client of the deployment, with any client error reported on stderr as exit
+    code 1."""
     try:
-        with Deployment(url, token) as deployment:
+        with DeploymentClient(url, token) as deployment:
             yield deployment
     except WarmrunError as err:
         console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
@@ -327,7 +326,7 @@ def follow(
         RunTimeColumn(),
     )
     run: Run | None = None
-    with Progress(*columns, console=console) as bar:
+    with ProgressDisplay(*columns, console=console) as bar:
         task = bar.add_task("", total=None, steps="", status="", started=None, finished=None)
         for run in handle.watch(poll=poll):
             bar.update(task, **bar_state(run))
@@ -337,11 +336,11 @@ def follow(
 
 def bar_state(run: Run) -> dict[str, Any]:
     """What the progress bar shows of a run: step, fraction, steps done and status."""
-    progress = run.progress or RunProgress()
+    progress = run.progress or Progress()
     fraction = progress.fraction
     if fraction is None and progress.steps_total:
         fraction = progress.steps_completed / progress.steps_total
-    if run.status == "succeeded":
+    if run.status == RunStatus.SUCCEEDED:
         fraction = 1.0
     style = STATUS_STYLES.get(run.status, "")
     return {
@@ -368,7 +367,7 @@ class RunTimeColumn(ProgressColumn):
         return Text(str(timedelta(seconds=max(int(seconds), 0))), style="progress.elapsed")
 
 
-def steps_text(progress: RunProgress) -> str:
+def steps_text(progress: Progress) -> str:
     if progress.steps_total:
         return f"{progress.steps_completed}/{progress.steps_total} steps"
     return f"{progress.steps_completed} steps" if progress.steps_completed else ""
@@ -408,7 +407,7 @@ def interrupted(handle: RunHandle, *, ask_to_cancel: bool) -> NoReturn:
     else:
         console.print(
             f"run {handle.run_id} left running; follow it with: "
-            f"warmrun runs watch {handle.deployment.url} {handle.run_id}",
+            f"warmrun runs watch {handle.client.url} {handle.run_id}",
             soft_wrap=True,
         )
     raise typer.Exit(EXIT_INTERRUPTED)
@@ -417,7 +416,7 @@ def interrupted(handle: RunHandle, *, ask_to_cancel: bool) -> NoReturn:
 def finish(run: Run) -> NoReturn:
     """Outputs on stdout for a run that succeeded; why not on stderr otherwise. The exit
     code tells which."""
-    if run.status == "succeeded":
+    if run.status == RunStatus.SUCCEEDED:
         print_json(run.outputs or {})
     else:
         reason = f": {run.error.type}: {run.error.message}" if run.error else ""

@@ -1,9 +1,9 @@
 """Python client of a warmrun deployment: run pipelines, follow and cancel their runs.
 
 ```python
-from warmrun.client import Deployment, RunFailed
+from warmrun.client import DeploymentClient, RunFailed
 
-with Deployment("http://127.0.0.1:8000", token="...") as sentiment:
+with DeploymentClient("http://127.0.0.1:8000", token="...") as sentiment:
     outputs = sentiment.invoke({"texts": ["warmrun is great"]})   # blocks until the end
 
     run = sentiment.submit({"texts": [...]}, idempotency_key="batch-42")
@@ -15,10 +15,12 @@ with Deployment("http://127.0.0.1:8000", token="...") as sentiment:
         print(err.run.error)
 ```
 
-`AsyncDeployment` is the same API for asyncio code.
+`AsyncDeploymentClient` is the same API for asyncio code. The runs it returns are the
+server's own resource models (`warmrun.resource`): a `Run` here is exactly what
+`GET /runs/{run_id}` answers.
 """
 
-from warmrun.client._async import AsyncDeployment, AsyncRunHandle
+from warmrun.client._async import AsyncDeploymentClient, AsyncRunHandle
 from warmrun.client._errors import (
     APIError,
     Backpressure,
@@ -34,35 +36,28 @@ from warmrun.client._errors import (
     WaitTimedOut,
     WarmrunError,
 )
-from warmrun.client._models import (
-    AcceptedRun,
-    Run,
-    RunErrorInfo,
-    RunLinks,
-    RunProgress,
-    RunStatus,
-    RunWebhook,
-)
-from warmrun.client._sync import Deployment, RunHandle
+from warmrun.client._sync import DeploymentClient, RunHandle
+from warmrun.resource import AcceptedRun, Run, RunLinks, RunWebhook
+from warmrun.run import Progress, RunError, RunStatus
 from warmrun.webhooks import verify_webhook
 
 __all__ = [
     "APIError",
     "AcceptedRun",
-    "AsyncDeployment",
+    "AsyncDeploymentClient",
     "AsyncRunHandle",
     "Backpressure",
-    "Deployment",
+    "DeploymentClient",
     "DeploymentUnreachable",
     "NotFound",
+    "Progress",
     "Run",
     "RunCancelled",
     "RunEndedBadly",
-    "RunErrorInfo",
+    "RunError",
     "RunFailed",
     "RunHandle",
     "RunLinks",
-    "RunProgress",
     "RunStatus",
     "RunTimedOut",
     "RunWebhook",
@@ -73,3 +68,9 @@ __all__ = [
     "WarmrunError",
     "verify_webhook",
 ]
+
+# Tracebacks and docs name the public path of what this package defines.
+for _name in __all__:
+    _item = globals()[_name]
+    if getattr(_item, "__module__", "").startswith("warmrun.client."):
+        _item.__module__ = "warmrun.client"

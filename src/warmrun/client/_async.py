@@ -1,6 +1,7 @@
-"""The asyncio client: `AsyncDeployment` and its `AsyncRunHandle`s.
+"""The asyncio client: `AsyncDeploymentClient` and its `AsyncRunHandle`s.
 
-It mirrors `Deployment` call for call; what the two decide is shared in `_protocol`.
+It is `DeploymentClient`'s twin, call for call; what the two decide is shared in
+`_protocol`, so they differ only in how they wait.
 """
 
 from __future__ import annotations
@@ -11,14 +12,13 @@ from typing import Any
 
 import httpx
 
-from warmrun.client._models import AcceptedRun, Run, RunStatus
 from warmrun.client._protocol import (
     DEFAULT_TIMEOUT,
     LONG_POLL,
     Call,
     Deadline,
+    Endpoint,
     EventDecoder,
-    Target,
     accepted_run,
     apply_event,
     check,
@@ -35,10 +35,22 @@ from warmrun.client._protocol import (
     stream_is_missing,
     sync_outputs,
 )
+from warmrun.resource import AcceptedRun, Run
+from warmrun.run import RunStatus
 
 
-class AsyncDeployment:
-    """The `async` twin of `Deployment`, on `httpx.AsyncClient`; same arguments."""
+class AsyncDeploymentClient:
+    """A warmrun deployment, reached over HTTP from asyncio code. Close it (`aclose()`,
+    or use `async with`) when done.
+
+    The twin of `DeploymentClient`, call for call. `token` is sent as
+    `Authorization: Bearer <token>`. `429` and `503` answers are retried after the
+    server's `Retry-After`, at most `max_retries` times and `max_retry_wait` seconds in
+    all per call; then they raise (`Backpressure`, ...). `long_poll` bounds each HTTP
+    request of a sync `invoke`; a longer run is then followed by its id. `http_client`
+    replaces the `httpx.AsyncClient` this client would make (proxies, certificates,
+    event hooks); it is not closed by `aclose()`.
+    """
 
     def __init__(
         self,
@@ -51,7 +63,7 @@ class AsyncDeployment:
         long_poll: float = LONG_POLL,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
-        self._target = Target(
+        self._endpoint = Endpoint(
             url,
             token,
             max_retries=max_retries,
@@ -63,12 +75,12 @@ class AsyncDeployment:
 
     @property
     def url(self) -> str:
-        return self._target.url
+        return self._endpoint.url
 
     def __repr__(self) -> str:
-        return f"AsyncDeployment({self.url!r})"
+        return f"AsyncDeploymentClient({self.url!r})"
 
-    async def __aenter__(self) -> AsyncDeployment:
+    async def __aenter__(self) -> AsyncDeploymentClient:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -86,14 +98,19 @@ class AsyncDeployment:
         timeout: float | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """See `Deployment.invoke`."""
+        """Run the pipeline and return its outputs once the run has ended.
+
+        `timeout` is the run's budget on the server (it then ends `timed_out`), not a
+        limit on this call. A run that ends badly raises `RunFailed`, `RunCancelled` or
+        `RunTimedOut`, each carrying the run.
+        """
         call = invoke_call(
             parameters,
             run_name=run_name,
             timeout=timeout,
             idempotency_key=idempotency_key,
             async_=False,
-            long_poll=self._target.long_poll,
+            long_poll=self._endpoint.long_poll,
         )
         response = check(await self._send(call))
         outputs = sync_outputs(response)
@@ -109,7 +126,11 @@ class AsyncDeployment:
         timeout: float | None = None,
         idempotency_key: str | None = None,
     ) -> AsyncRunHandle:
-        """See `Deployment.submit`."""
+        """Start a run and return at once; the run lives on the server, not in this call.
+
+        With an `idempotency_key`, calling again with the same key and parameters (after
+        an error, from another process) names the same run instead of starting one.
+        """
         call = invoke_call(
             parameters,
             run_name=run_name,
@@ -127,7 +148,7 @@ class AsyncDeployment:
     async def runs(
         self, status: RunStatus | None = None, *, page_size: int | None = None
     ) -> AsyncIterator[Run]:
-        """See `Deployment.runs`."""
+        """This deployment's runs, newest first, fetched a page at a time as iterated."""
         page_token: str | None = None
         while True:
             runs, page_token = runs_page(await self._send(runs_call(status, page_size, page_token)))
@@ -142,17 +163,17 @@ class AsyncDeployment:
             try:
                 response = await self._http.request(
                     call.method,
-                    self._target.url_for(call.path),
+                    self._endpoint.url_for(call.path),
                     json=call.json,
                     params=call.params,
-                    headers=self._target.headers_for(call),
+                    headers=self._endpoint.headers_for(call),
                     timeout=call.timeout or httpx.USE_CLIENT_DEFAULT,
                 )
             except httpx.TransportError as err:
-                raise self._target.unreachable(call, err) from err
+                raise self._endpoint.unreachable(call, err) from err
             if not is_retryable(call, response):
                 return response
-            pause = self._target.retry.pause(attempt, waited, retry_after(response))
+            pause = self._endpoint.retry.pause(attempt, waited, retry_after(response))
             if pause is None:
                 return response
             await asyncio.sleep(pause)
@@ -160,41 +181,48 @@ class AsyncDeployment:
 
 
 class AsyncRunHandle:
-    """The `async` twin of `RunHandle`."""
+    """One run of a deployment, by id, for asyncio code. Every method asks the server
+    afresh."""
 
     def __init__(
-        self, deployment: AsyncDeployment, run_id: str, *, accepted: AcceptedRun | None = None
+        self, client: AsyncDeploymentClient, run_id: str, *, accepted: AcceptedRun | None = None
     ) -> None:
-        self.deployment = deployment
+        self.client = client
         self.run_id = run_id
         self.accepted = accepted
+        """The `202 Accepted` answer, for a handle that `submit` returned."""
 
     def __repr__(self) -> str:
-        return f"AsyncRunHandle({self.run_id!r}, deployment={self.deployment.url!r})"
+        return f"AsyncRunHandle({self.run_id!r}, client={self.client.url!r})"
 
     async def status(self) -> Run:
-        """See `RunHandle.status`."""
+        """The run now (`GET /runs/{id}`); raises `NotFound` for an unknown id."""
         return (await self._fetch())[0]
 
     async def cancel(self) -> Run:
-        """See `RunHandle.cancel`."""
-        response = await self.deployment._send(Call("DELETE", run_path(self.run_id)))
+        """Ask for cancellation and return the run. The run turns `cancelled` only once
+        the pipeline has stopped: `wait()` for that. A run that had already ended is
+        returned as it ended (the server's `409`)."""
+        response = await self.client._send(Call("DELETE", run_path(self.run_id)))
         return parse_run(check(response, also=(409,)))
 
     async def watch(
         self, timeout: float | None = None, poll: float | None = None
     ) -> AsyncIterator[Run]:
-        """See `RunHandle.watch`."""
-        target = self.deployment._target
+        """Yield the run each time it changes (status, progress), ending with its final
+        state. Uses the server's event stream when it has one, else polls every `poll`
+        seconds (default: the server's `Retry-After` hint). After `timeout` seconds
+        raises `WaitTimedOut`; the run goes on."""
+        endpoint = self.client._endpoint
         deadline = Deadline(self.run_id, timeout)
         run, hint = await self._fetch()
         yield run
         while not run.is_terminal:
-            if target.events_supported is not False:
+            if endpoint.events_supported is not False:
                 async for update in self._events(run, deadline):
                     run = update
                     yield run
-                if target.events_supported:
+                if endpoint.events_supported:
                     latest, hint = await self._fetch()
                     if latest != run:
                         run = latest
@@ -208,7 +236,7 @@ class AsyncRunHandle:
                 yield run
 
     async def wait(self, timeout: float | None = None, poll: float | None = None) -> Run:
-        """See `RunHandle.wait`."""
+        """The run once it has ended, however it ended (see `result()` to raise)."""
         async for run in self.watch(timeout, poll):
             if run.is_terminal:
                 return run
@@ -217,30 +245,32 @@ class AsyncRunHandle:
     async def result(
         self, timeout: float | None = None, poll: float | None = None
     ) -> dict[str, Any]:
-        """See `RunHandle.result`."""
+        """The outputs once the run has ended; `RunFailed`, `RunCancelled` or
+        `RunTimedOut` if it ended badly."""
         return outputs_or_raise(await self.wait(timeout, poll))
 
     async def _fetch(self) -> tuple[Run, float | None]:
-        response = check(await self.deployment._send(Call("GET", run_path(self.run_id))))
+        response = check(await self.client._send(Call("GET", run_path(self.run_id))))
         return parse_run(response), retry_after(response)
 
     async def _events(self, run: Run, deadline: Deadline) -> AsyncIterator[Run]:
-        """See `RunHandle._events`."""
-        target = self.deployment._target
+        """Changes from `GET /runs/{id}/events` until the stream ends, falls silent or
+        tells of the run's end; finding no such route turns this client to polling."""
+        endpoint = self.client._endpoint
         call = events_call(self.run_id, deadline)
         try:
-            async with self.deployment._http.stream(
+            async with self.client._http.stream(
                 call.method,
-                target.url_for(call.path),
-                headers=target.headers_for(call),
+                endpoint.url_for(call.path),
+                headers=endpoint.headers_for(call),
                 timeout=call.timeout,
             ) as response:
                 if stream_is_missing(response):
-                    target.events_supported = False
+                    endpoint.events_supported = False
                     return
                 if not response.is_success:
                     return
-                target.events_supported = True
+                endpoint.events_supported = True
                 decoder = EventDecoder()
                 async for line in response.aiter_lines():
                     event = decoder.feed(line)
@@ -255,6 +285,6 @@ class AsyncRunHandle:
         except httpx.ReadTimeout:
             return
         except httpx.TransportError as err:
-            if target.events_supported:
+            if endpoint.events_supported:
                 return
-            raise target.unreachable(call, err) from err
+            raise endpoint.unreachable(call, err) from err

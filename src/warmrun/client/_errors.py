@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 if TYPE_CHECKING:
-    from warmrun.client._models import Run
+    from warmrun.resource import Run
 
 
 class WarmrunError(Exception):

@@ -11,7 +11,7 @@ import json
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -35,7 +35,8 @@ from warmrun.client._errors import (
     Unsupported,
     WaitTimedOut,
 )
-from warmrun.client._models import AcceptedRun, Run, RunProgress
+from warmrun.resource import AcceptedRun, Run
+from warmrun.run import Progress, RunStatus
 
 USER_AGENT = f"warmrun-client/{__version__}"
 CONNECT_TIMEOUT = 10.0
@@ -58,7 +59,7 @@ def reading_for(seconds: float) -> httpx.Timeout:
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class RetryBudget:
     """How long one call keeps retrying `429`/`503` answers before raising them.
 
     The server's `Retry-After` sets each pause; without one the pause doubles from
@@ -182,7 +183,7 @@ def api_error(response: httpx.Response) -> APIError:
     kinds: dict[int, tuple[type[APIError], str]] = {
         401: (
             Unauthorized,
-            "pass its token: Deployment(url, token=...), or --token / WARMRUN_TOKEN",
+            "pass its token: DeploymentClient(url, token=...), or --token / WARMRUN_TOKEN",
         ),
         404: (NotFound, ""),
         429: (Backpressure, later),
@@ -286,16 +287,16 @@ def accepted_run(response: httpx.Response) -> AcceptedRun | None:
     return AcceptedRun.model_validate_json(response.content)
 
 
-_ENDINGS: dict[str, type[RunEndedBadly]] = {
-    "failed": RunFailed,
-    "cancelled": RunCancelled,
-    "timed_out": RunTimedOut,
+_ENDINGS: dict[RunStatus, type[RunEndedBadly]] = {
+    RunStatus.FAILED: RunFailed,
+    RunStatus.CANCELLED: RunCancelled,
+    RunStatus.TIMED_OUT: RunTimedOut,
 }
 
 
 def outputs_or_raise(run: Run) -> dict[str, Any]:
     """A succeeded run's outputs; the typed error of a run that ended any other way."""
-    if run.status == "succeeded":
+    if run.status == RunStatus.SUCCEEDED:
         return dict(run.outputs or {})
     ending = _ENDINGS.get(run.status)
     if ending is None:
@@ -359,7 +360,7 @@ def apply_event(run: Run, event: ServerSentEvent) -> Run:
     if (
         event.event == "progress"
         and "progress" not in data
-        and data.keys() <= set(RunProgress.model_fields)
+        and data.keys() <= {item.name for item in fields(Progress)}
     ):
         data = {"progress": data}
     try:
@@ -375,7 +376,7 @@ def is_event_stream(response: httpx.Response) -> bool:
 # --- shared by both clients ---------------------------------------------------------
 
 
-class Target:
+class Endpoint:
     """Where a deployment is and how every request to it is dressed and retried."""
 
     def __init__(
@@ -393,7 +394,7 @@ class Target:
         self.headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
-        self.retry = RetryPolicy(max_retries=max_retries, max_wait=max_retry_wait)
+        self.retry = RetryBudget(max_retries=max_retries, max_wait=max_retry_wait)
         self.long_poll = long_poll
         self.events_supported: bool | None = None
         """Whether `GET /runs/{id}/events` exists; None until the first wait asks."""

@@ -1,4 +1,4 @@
-"""The blocking client: `Deployment` and the `RunHandle`s it gives out."""
+"""The blocking client: `DeploymentClient` and the `RunHandle`s it gives out."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ from typing import Any
 
 import httpx
 
-from warmrun.client._models import AcceptedRun, Run, RunStatus
 from warmrun.client._protocol import (
     DEFAULT_TIMEOUT,
     LONG_POLL,
     Call,
     Deadline,
+    Endpoint,
     EventDecoder,
-    Target,
     accepted_run,
     apply_event,
     check,
@@ -32,16 +31,18 @@ from warmrun.client._protocol import (
     stream_is_missing,
     sync_outputs,
 )
+from warmrun.resource import AcceptedRun, Run
+from warmrun.run import RunStatus
 
 
-class Deployment:
+class DeploymentClient:
     """A warmrun deployment, reached over HTTP. Close it (or use `with`) when done.
 
     `token` is sent as `Authorization: Bearer <token>`. `429` and `503` answers are
     retried after the server's `Retry-After`, at most `max_retries` times and
     `max_retry_wait` seconds in all per call; then they raise (`Backpressure`, ...).
     `long_poll` bounds each HTTP request of a sync `invoke`; a longer run is then
-    followed by its id. `http_client` replaces the `httpx.Client` the deployment
+    followed by its id. `http_client` replaces the `httpx.Client` this client
     would make (proxies, certificates, event hooks); it is not closed by `close()`.
     """
 
@@ -56,7 +57,7 @@ class Deployment:
         long_poll: float = LONG_POLL,
         http_client: httpx.Client | None = None,
     ) -> None:
-        self._target = Target(
+        self._endpoint = Endpoint(
             url,
             token,
             max_retries=max_retries,
@@ -68,12 +69,12 @@ class Deployment:
 
     @property
     def url(self) -> str:
-        return self._target.url
+        return self._endpoint.url
 
     def __repr__(self) -> str:
-        return f"Deployment({self.url!r})"
+        return f"DeploymentClient({self.url!r})"
 
-    def __enter__(self) -> Deployment:
+    def __enter__(self) -> DeploymentClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -103,7 +104,7 @@ class Deployment:
             timeout=timeout,
             idempotency_key=idempotency_key,
             async_=False,
-            long_poll=self._target.long_poll,
+            long_poll=self._endpoint.long_poll,
         )
         response = check(self._send(call))
         outputs = sync_outputs(response)
@@ -157,17 +158,17 @@ class Deployment:
             try:
                 response = self._http.request(
                     call.method,
-                    self._target.url_for(call.path),
+                    self._endpoint.url_for(call.path),
                     json=call.json,
                     params=call.params,
-                    headers=self._target.headers_for(call),
+                    headers=self._endpoint.headers_for(call),
                     timeout=call.timeout or httpx.USE_CLIENT_DEFAULT,
                 )
             except httpx.TransportError as err:
-                raise self._target.unreachable(call, err) from err
+                raise self._endpoint.unreachable(call, err) from err
             if not is_retryable(call, response):
                 return response
-            pause = self._target.retry.pause(attempt, waited, retry_after(response))
+            pause = self._endpoint.retry.pause(attempt, waited, retry_after(response))
             if pause is None:
                 return response
             time.sleep(pause)
@@ -178,15 +179,15 @@ class RunHandle:
     """One run of a deployment, by id. Every method asks the server afresh."""
 
     def __init__(
-        self, deployment: Deployment, run_id: str, *, accepted: AcceptedRun | None = None
+        self, client: DeploymentClient, run_id: str, *, accepted: AcceptedRun | None = None
     ) -> None:
-        self.deployment = deployment
+        self.client = client
         self.run_id = run_id
         self.accepted = accepted
         """The `202 Accepted` answer, for a handle that `submit` returned."""
 
     def __repr__(self) -> str:
-        return f"RunHandle({self.run_id!r}, deployment={self.deployment.url!r})"
+        return f"RunHandle({self.run_id!r}, client={self.client.url!r})"
 
     def status(self) -> Run:
         """The run now (`GET /runs/{id}`); raises `NotFound` for an unknown id."""
@@ -196,7 +197,7 @@ class RunHandle:
         """Ask for cancellation and return the run. The run turns `cancelled` only once
         the pipeline has stopped: `wait()` for that. A run that had already ended is
         returned as it ended (the server's `409`)."""
-        response = self.deployment._send(Call("DELETE", run_path(self.run_id)))
+        response = self.client._send(Call("DELETE", run_path(self.run_id)))
         return parse_run(check(response, also=(409,)))
 
     def watch(self, timeout: float | None = None, poll: float | None = None) -> Iterator[Run]:
@@ -204,16 +205,16 @@ class RunHandle:
         state. Uses the server's event stream when it has one, else polls every `poll`
         seconds (default: the server's `Retry-After` hint). After `timeout` seconds
         raises `WaitTimedOut`; the run goes on."""
-        target = self.deployment._target
+        endpoint = self.client._endpoint
         deadline = Deadline(self.run_id, timeout)
         run, hint = self._fetch()
         yield run
         while not run.is_terminal:
-            if target.events_supported is not False:
+            if endpoint.events_supported is not False:
                 for update in self._events(run, deadline):
                     run = update
                     yield run
-                if target.events_supported:
+                if endpoint.events_supported:
                     latest, hint = self._fetch()
                     if latest != run:
                         run = latest
@@ -239,27 +240,27 @@ class RunHandle:
         return outputs_or_raise(self.wait(timeout, poll))
 
     def _fetch(self) -> tuple[Run, float | None]:
-        response = check(self.deployment._send(Call("GET", run_path(self.run_id))))
+        response = check(self.client._send(Call("GET", run_path(self.run_id))))
         return parse_run(response), retry_after(response)
 
     def _events(self, run: Run, deadline: Deadline) -> Iterator[Run]:
         """Changes from `GET /runs/{id}/events` until the stream ends, falls silent or
-        tells of the run's end; finding no such route turns this deployment to polling."""
-        target = self.deployment._target
+        tells of the run's end; finding no such route turns this client to polling."""
+        endpoint = self.client._endpoint
         call = events_call(self.run_id, deadline)
         try:
-            with self.deployment._http.stream(
+            with self.client._http.stream(
                 call.method,
-                target.url_for(call.path),
-                headers=target.headers_for(call),
+                endpoint.url_for(call.path),
+                headers=endpoint.headers_for(call),
                 timeout=call.timeout,
             ) as response:
                 if stream_is_missing(response):
-                    target.events_supported = False
+                    endpoint.events_supported = False
                     return
                 if not response.is_success:
                     return  # transient (429, 503, ...): poll this round
-                target.events_supported = True
+                endpoint.events_supported = True
                 decoder = EventDecoder()
                 for line in response.iter_lines():
                     event = decoder.feed(line)
@@ -274,6 +275,6 @@ class RunHandle:
         except httpx.ReadTimeout:
             return  # silence: the caller reads the run and reconnects
         except httpx.TransportError as err:
-            if target.events_supported:
+            if endpoint.events_supported:
                 return  # the stream broke off: read the run and reconnect
-            raise target.unreachable(call, err) from err
+            raise endpoint.unreachable(call, err) from err

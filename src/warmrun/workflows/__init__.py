@@ -1,6 +1,9 @@
-"""The durable state machine of a run: the `PipelineRun` workflow and its contract."""
+"""The durable state machines: a run (`PipelineRun`) and one webhook event's delivery.
 
-from warmrun.workflows.contract import PipelineRunInput, PipelineRunResult, Progress
+Their inputs, results and names are the run contract, `warmrun.run`.
+"""
+
 from warmrun.workflows.pipeline_run import PipelineRun
+from warmrun.workflows.webhook_delivery import WebhookDelivery
 
-__all__ = ["PipelineRun", "PipelineRunInput", "PipelineRunResult", "Progress"]
+__all__ = ["PipelineRun", "WebhookDelivery"]

@@ -14,11 +14,12 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from warmrun.workflows.contract import (
-        DELIVER_WEBHOOK_ACTIVITY,
+    from warmrun.activities.deliver_webhook import WebhookActivities
+    from warmrun.run import (
         WEBHOOK_GONE_ERROR,
         WEBHOOK_REFUSED_ERROR,
         WEBHOOK_REJECTED_ERROR,
+        WEBHOOK_UNDELIVERED_ERROR,
         WEBHOOK_WORKFLOW_TYPE,
         WebhookDeliveryInput,
         WebhookDeliveryResult,
@@ -31,10 +32,9 @@ class WebhookDelivery:
     async def run(self, input: WebhookDeliveryInput) -> WebhookDeliveryResult:
         workflow.set_current_details(f"Delivering `{input.event}` to {input.url}")
         try:
-            return await workflow.execute_activity(
-                DELIVER_WEBHOOK_ACTIVITY,
+            return await workflow.execute_activity_method(
+                WebhookActivities.deliver_webhook,
                 input,
-                result_type=WebhookDeliveryResult,
                 schedule_to_close_timeout=timedelta(seconds=input.retry_window),
                 start_to_close_timeout=timedelta(seconds=input.attempt_timeout + 5),
                 retry_policy=RetryPolicy(
@@ -57,5 +57,5 @@ class WebhookDelivery:
                 ) from None
             message = cause.message if cause is not None else err.message
             raise ApplicationError(
-                f"gave up: {message}", type="WebhookUndelivered", non_retryable=True
+                f"gave up: {message}", type=WEBHOOK_UNDELIVERED_ERROR, non_retryable=True
             ) from None

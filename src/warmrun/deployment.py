@@ -1,25 +1,27 @@
-"""What routes share, handed out through `Depends`: the deployment and its client."""
+"""`Deployment`: one deployment as this process serves it.
+
+The one object the HTTP layer and the run services share: the pipeline, the
+settings, the Temporal client, the backlog estimate, the worker (when this process
+executes runs) and whether the process is draining. Everything a request needs about
+"where runs of this deployment live" is derived here, once.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import Depends, Request
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from warmrun.api.backpressure import Backlog
 from warmrun.metrics import Metrics
 from warmrun.pipeline import Pipeline
+from warmrun.run import RunPolicy, task_queue_for, temporal_ui_url
+from warmrun.services.backlog import Backlog
 from warmrun.settings import Settings
-from warmrun.workflows.contract import RunPolicy, task_queue_for
 
 
 @dataclass
 class Deployment:
-    """One deployment as this process serves it: pipeline, settings, Temporal client."""
-
     pipeline: Pipeline
     settings: Settings
     client: Client
@@ -45,21 +47,12 @@ class Deployment:
     def run_policy(self) -> RunPolicy:
         return self.settings.run_policy(self.pipeline.name)
 
+    def temporal_ui_link(self, run_id: str) -> str:
+        return temporal_ui_url(self.settings.temporal_ui_url, self.namespace, run_id)
+
     async def drain(self) -> None:
         """Stop taking runs; let in-flight ones finish within the worker's shutdown grace,
         then hand the rest back to Temporal."""
         self.draining = True
         if self.worker is not None:
             await self.worker.shutdown()
-
-    def temporal_ui_link(self, run_id: str) -> str:
-        base = self.settings.temporal_ui_url.rstrip("/")
-        return f"{base}/namespaces/{self.namespace}/workflows/{run_id}"
-
-
-async def get_deployment(request: Request) -> Deployment:
-    """`async def`: a plain function dependency would cost a thread-pool hop per request."""
-    return request.app.state.deployment
-
-
-DeploymentDep = Annotated[Deployment, Depends(get_deployment)]

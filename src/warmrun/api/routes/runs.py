@@ -1,4 +1,8 @@
-"""`/runs`: list runs, read one, follow one as server-sent events, cancel one."""
+"""`/runs`: list runs, read one, follow one as server-sent events, cancel one.
+
+A run is answered as the `Run` the read service built, serialized once: declaring it
+as the response model would have FastAPI validate it a second time.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,21 @@ import binascii
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import pydantic_core
 from fastapi import APIRouter, Query, Response
-from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
-from warmrun.api.auth import Authenticated
-from warmrun.api.dependencies import Deployment, DeploymentDep
-from warmrun.api.models import RunList, RunResource, RunStatus
-from warmrun.api.problems import Problem, problem_responses, validation_problem
-from warmrun.api.run_state import RunNotFound, list_runs, read_run
+from warmrun.api.deps import Authenticated, DeploymentDep
+from warmrun.api.models import RunList
+from warmrun.api.problems import problem_responses
+from warmrun.deployment import Deployment
+from warmrun.resource import Run
+from warmrun.run import RunStatus
+from warmrun.services.cancel import cancel_run
+from warmrun.services.errors import InvalidPageToken, RunAlreadyEnded, RunNotFound
+from warmrun.services.listing import list_runs
+from warmrun.services.read import read_run
 
 router = APIRouter(
     prefix="/runs",
@@ -32,13 +41,14 @@ EVENTS_POLL_SECONDS = 0.5
 EVENTS_PING_SECONDS = 15
 
 
-async def _read(deployment: Deployment, run_id: str) -> RunResource:
-    try:
-        return await read_run(deployment, run_id)
-    except RunNotFound:
-        raise Problem(
-            404, "run_not_found", f"no run {run_id!r} in deployment {deployment.name!r}"
-        ) from None
+def run_answer(run: Run, status_code: int = 200) -> Response:
+    headers = {} if run.is_terminal else {"Retry-After": str(POLL_HINT_SECONDS)}
+    return Response(
+        run.model_dump_json(),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 @router.get("", response_model=RunList)
@@ -52,13 +62,7 @@ async def list_deployment_runs(
 ) -> RunList:
     """This deployment's runs from Temporal visibility: open runs first, newest first,
     then ended runs, most recently ended first."""
-    token = _decode_page_token(page_token)
-    try:
-        page = await list_runs(deployment, status, limit, token)
-    except RPCError as err:
-        if err.status == RPCStatusCode.INVALID_ARGUMENT and token is not None:
-            raise _bad_page_token() from None
-        raise
+    page = await list_runs(deployment, status, limit, _decode_page_token(page_token))
     next_token = page.next_page_token
     return RunList(
         runs=page.runs,
@@ -72,49 +76,36 @@ def _decode_page_token(page_token: str | None) -> bytes | None:
     try:
         return base64.urlsafe_b64decode(page_token.encode())
     except (binascii.Error, ValueError):
-        raise _bad_page_token() from None
+        raise InvalidPageToken() from None
 
 
-def _bad_page_token() -> Problem:
-    return validation_problem(
-        [
-            {
-                "loc": ["query", "page_token"],
-                "msg": "not a page token of this API",
-                "type": "value_error",
-            }
-        ]
-    )
-
-
-@router.get("/{run_id}", response_model=RunResource)
-async def get_run(run_id: str, deployment: DeploymentDep, response: Response) -> RunResource:
-    """The run as the Temporal server knows it; works while no worker is running."""
-    run = await _read(deployment, run_id)
-    if not run.is_terminal:
-        response.headers["Retry-After"] = str(POLL_HINT_SECONDS)
-    return run
+@router.get(
+    "/{run_id}",
+    response_model=None,
+    responses={200: {"model": Run, "description": "The run."}},
+)
+async def get_run(run_id: str, deployment: DeploymentDep) -> Response:
+    """The run as the Temporal server knows it; works while no worker is running.
+    `Retry-After` suggests when to look again while it goes on."""
+    return run_answer(await read_run(deployment, run_id))
 
 
 @router.delete(
     "/{run_id}",
     status_code=202,
-    response_model=RunResource,
-    responses={409: {"model": RunResource, "description": "The run already ended."}},
+    response_model=None,
+    responses={
+        202: {"model": Run, "description": "Cancellation requested."},
+        409: {"model": Run, "description": "The run already ended."},
+    },
 )
-async def cancel_run(run_id: str, deployment: DeploymentDep) -> RunResource | JSONResponse:
+async def cancel(run_id: str, deployment: DeploymentDep) -> Response:
     """Request cancellation. The run turns `cancelled` once the pipeline has stopped."""
-    run = await _read(deployment, run_id)
-    if run.is_terminal:
-        return JSONResponse(run.model_dump(mode="json"), status_code=409)
     try:
-        await deployment.client.get_workflow_handle(run_id).cancel()
-    except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            raise
-        ended = await _read(deployment, run_id)  # it ended between the read and the cancel
-        return JSONResponse(ended.model_dump(mode="json"), status_code=409)
-    return await _read(deployment, run_id)
+        run = await cancel_run(deployment, run_id)
+    except RunAlreadyEnded as ended:
+        return run_answer(ended.run, status_code=409)
+    return run_answer(run, status_code=202)
 
 
 @router.get(
@@ -128,11 +119,11 @@ async def run_events(run_id: str, deployment: DeploymentDep) -> EventSourceRespo
     advance, finally an event named after the terminal status (`succeeded`, `failed`,
     `cancelled`, `timed_out`) with the whole run; then the stream ends. A reconnecting
     client gets a fresh snapshot first, so it needs no `Last-Event-ID`."""
-    first = await _read(deployment, run_id)
+    first = await read_run(deployment, run_id)
     return EventSourceResponse(_run_changes(deployment, first), ping=EVENTS_PING_SECONDS)
 
 
-async def _run_changes(deployment: Deployment, run: RunResource) -> AsyncIterator[ServerSentEvent]:
+async def _run_changes(deployment: Deployment, run: Run) -> AsyncIterator[ServerSentEvent]:
     sequence = 0
 
     def event(name: str, data: str) -> ServerSentEvent:
@@ -156,6 +147,6 @@ async def _run_changes(deployment: Deployment, run: RunResource) -> AsyncIterato
             if not now.is_terminal:
                 yield event("status", now.model_dump_json())
         elif now.progress != run.progress and now.progress is not None:
-            yield event("progress", now.progress.model_dump_json())
+            yield event("progress", pydantic_core.to_json(now.progress).decode())
         run = now
     yield event(run.status, run.model_dump_json())

@@ -5,37 +5,34 @@ start-up and FastAPI must see it as a real object in the route's signature.
 """
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 
-from warmrun.api import idempotency
-from warmrun.api.auth import Authenticated
-from warmrun.api.dependencies import Deployment, DeploymentDep
-from warmrun.api.models import (
-    AcceptedRun,
-    InvokeMetadata,
-    InvokeRequestBase,
-    InvokeResponse,
-    RunStatus,
-)
+from warmrun.api.deps import Authenticated, DeploymentDep
+from warmrun.api.models import InvokeMetadata, InvokeRequestBase, InvokeResponse
 from warmrun.api.prefer import Preferences, parse_prefer
 from warmrun.api.problems import problem_responses
-from warmrun.api.run_start import StartedRun, start_run
-from warmrun.api.run_state import run_ending
-from warmrun.workflows.contract import PipelineRunResult
+from warmrun.deployment import Deployment
+from warmrun.resource import AcceptedRun
+from warmrun.run import RunStatus
+from warmrun.services import idempotency
+from warmrun.services.read import RunEnd, start_time, wait_for_end
+from warmrun.services.start import RunRequest, StartedRun, start_run
 
 KEEPALIVE_SECONDS = 10.0
+
+logger = logging.getLogger(__name__)
 
 IdempotencyKey = Annotated[
     str | None,
     Header(
-        alias="Idempotency-Key",
+        alias=idempotency.HEADER,
         min_length=1,
         max_length=idempotency.MAX_KEY_LENGTH,
         pattern=idempotency.KEY_PATTERN,
@@ -45,37 +42,52 @@ IdempotencyKey = Annotated[
 ]
 
 
+def run_request(deployment: Deployment, body: InvokeRequestBase) -> RunRequest:
+    """What the body asks for, with the parameters as the pipeline will see them
+    (defaults included)."""
+    given = getattr(body, "parameters", None)
+    model = given if given is not None else deployment.pipeline.parameters_model()
+    return RunRequest(
+        parameters=model.model_dump(mode="json"),
+        run_name=body.run_name,
+        timeout=body.timeout,
+        callback_url=body.callback_url,
+        callback_events=[event.value for event in body.callback_events]
+        if body.callback_events
+        else None,
+    )
+
+
 def accepted(run: StartedRun, preferences: Preferences) -> JSONResponse:
-    body = AcceptedRun(run_id=run.run_id, created_at=run.created_at, location=run.location)
+    body = AcceptedRun(
+        run_id=run.run_id, status=run.status, created_at=run.created_at, location=run.location
+    )
     headers = {"Location": run.location, "X-Run-Id": run.run_id}
     if applied := preferences.applied():
         headers["Preference-Applied"] = applied
     return JSONResponse(body.model_dump(mode="json"), status_code=202, headers=headers)
 
 
-async def finished(
-    deployment: Deployment, run: StartedRun, body: InvokeRequestBase, preferences: Preferences
-) -> JSONResponse:
+async def finished(deployment: Deployment, run: StartedRun, preferences: Preferences) -> Response:
     """`Prefer: wait=N`: the result if the run ends within N seconds, else 202."""
     try:
-        outcome = await asyncio.wait_for(_outcome(deployment, run), preferences.wait)
+        answer = await asyncio.wait_for(_sync_answer(deployment, run), preferences.wait)
     except TimeoutError:
         return accepted(run, preferences)
     headers = {"X-Run-Id": run.run_id}
     if applied := preferences.applied():
         headers["Preference-Applied"] = applied
-    response = _zenml_response(deployment, run, body, *outcome)
-    return JSONResponse(response.model_dump(mode="json"), headers=headers)
+    return Response(answer.model_dump_json(), media_type="application/json", headers=headers)
 
 
-def streamed(deployment: Deployment, run: StartedRun, body: InvokeRequestBase) -> StreamingResponse:
+def streamed(deployment: Deployment, run: StartedRun) -> StreamingResponse:
     """A plain sync call: the status line and `X-Run-Id` go out at once, the body when
     the run ends, with a space every `KEEPALIVE_SECONDS` meanwhile (JSON ignores it) so
     that proxies do not cut an idle connection. A caller that hangs up still knows
     the run_id, and the run goes on without it."""
 
     async def body_chunks() -> AsyncIterator[bytes]:
-        waiting = asyncio.ensure_future(_outcome(deployment, run))
+        waiting = asyncio.ensure_future(_sync_answer(deployment, run))
         try:
             while True:
                 done, _ = await asyncio.wait({waiting}, timeout=KEEPALIVE_SECONDS)
@@ -83,10 +95,10 @@ def streamed(deployment: Deployment, run: StartedRun, body: InvokeRequestBase) -
                     break
                 yield b" "
             try:
-                response = _zenml_response(deployment, run, body, *waiting.result())
+                answer = waiting.result()
             except RPCError as err:
-                response = _lost_contact(deployment, run, body, err)
-            yield response.model_dump_json().encode()
+                answer = _lost_contact(deployment, run, err)
+            yield answer.model_dump_json().encode()
         finally:
             waiting.cancel()
 
@@ -95,46 +107,47 @@ def streamed(deployment: Deployment, run: StartedRun, body: InvokeRequestBase) -
     )
 
 
-async def _outcome(
-    deployment: Deployment, run: StartedRun
-) -> tuple[PipelineRunResult | None, BaseException | None]:
+async def _sync_answer(deployment: Deployment, run: StartedRun) -> InvokeResponse:
+    """Wait for the run's end and answer as ZenML's deployments do. Its times are
+    Temporal's (the workflow's start and close), as `GET /runs/{id}` shows them; the
+    start is read while the run goes on, so waiting takes no longer for it."""
+    client = deployment.client
+    created = asyncio.ensure_future(start_time(client, run.run_id, run.workflow_run_id))
     try:
-        outcome: tuple[PipelineRunResult | None, BaseException | None] = (
-            await run.handle.result(),
-            None,
-        )
-    except WorkflowFailureError as err:
-        outcome = None, err.cause
+        end = await wait_for_end(client, run.run_id, run.workflow_run_id)
+        try:
+            created_at = await created or run.created_at
+        except RPCError:
+            logger.warning("run %s: could not read its start time", run.run_id, exc_info=True)
+            created_at = run.created_at
+    finally:
+        created.cancel()
     deployment.backlog.ended(run.run_id)  # only once it really ended (not on a timeout)
-    return outcome
+    return invoke_response(deployment, run, end, created_at)
 
 
-def _zenml_response(
-    deployment: Deployment,
-    run: StartedRun,
-    body: InvokeRequestBase,
-    result: PipelineRunResult | None,
-    failure: BaseException | None,
+def invoke_response(
+    deployment: Deployment, run: StartedRun, end: RunEnd, created_at: datetime
 ) -> InvokeResponse:
-    finished_at = datetime.now(UTC)
-    status, error = run_ending(failure)
+    """The ZenML-shaped answer of a run that ended; `success: false` unless it succeeded."""
+    execution_time = None
+    if end.finished_at is not None:
+        execution_time = (end.finished_at - created_at).total_seconds()
     return InvokeResponse(
-        success=status == "succeeded",
-        outputs=result.outputs if result else None,
-        execution_time=(finished_at - run.created_at).total_seconds(),
-        metadata=_metadata(deployment, run, body, status, finished_at),
-        error=f"{error.type}: {error.message}" if error else None,
+        success=end.status == RunStatus.SUCCEEDED,
+        outputs=end.outputs,
+        execution_time=execution_time,
+        metadata=_metadata(deployment, run, end.status, created_at, end.finished_at),
+        error=f"{end.error.type}: {end.error.message}" if end.error else None,
     )
 
 
-def _lost_contact(
-    deployment: Deployment, run: StartedRun, body: InvokeRequestBase, err: RPCError
-) -> InvokeResponse:
+def _lost_contact(deployment: Deployment, run: StartedRun, err: RPCError) -> InvokeResponse:
     """The 200 is already sent when Temporal stops answering: say so in the body."""
     return InvokeResponse(
         success=False,
         outputs=None,
-        metadata=_metadata(deployment, run, body, "running", None),
+        metadata=_metadata(deployment, run, RunStatus.RUNNING, run.created_at, None),
         error=f"lost contact with Temporal while waiting ({err.message}); the run goes on: "
         f"GET {run.location}",
     )
@@ -143,18 +156,18 @@ def _lost_contact(
 def _metadata(
     deployment: Deployment,
     run: StartedRun,
-    body: InvokeRequestBase,
     status: RunStatus,
+    created_at: datetime,
     finished_at: datetime | None,
 ) -> InvokeMetadata:
     return InvokeMetadata(
         run_id=run.run_id,
-        run_name=body.run_name,
+        run_name=run.request.run_name,
         pipeline_name=deployment.pipeline.name,
         deployment_name=deployment.name,
-        parameters_used=run.parameters,
+        parameters_used=run.request.parameters,
         status=status,
-        created_at=run.created_at,
+        created_at=created_at,
         finished_at=finished_at,
     )
 
@@ -190,12 +203,17 @@ def invoke_router(request_model: type[InvokeRequestBase]) -> APIRouter:
         else:
             mode = "sync"
         request.state.invoke_mode = mode  # for the invocation metrics
-        run = await start_run(deployment, body, idempotency_key, caller_waits=mode != "async")
+        run = await start_run(
+            deployment,
+            run_request(deployment, body),
+            idempotency_key,
+            caller_waits=mode != "async",
+        )
         if mode == "wait":
-            return await finished(deployment, run, body, preferences)
+            return await finished(deployment, run, preferences)
         if mode == "async":
             return accepted(run, preferences)
-        return streamed(deployment, run, body)
+        return streamed(deployment, run)
 
     @router.post(
         "/submit",
@@ -212,7 +230,7 @@ def invoke_router(request_model: type[InvokeRequestBase]) -> APIRouter:
     ) -> JSONResponse:
         """Same body as `/invoke`; always answers `202` with the run's `Location`."""
         request.state.invoke_mode = "async"
-        run = await start_run(deployment, body, idempotency_key)
+        run = await start_run(deployment, run_request(deployment, body), idempotency_key)
         return accepted(run, Preferences())
 
     return router

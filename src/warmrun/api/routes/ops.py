@@ -1,59 +1,70 @@
-"""Service routes: liveness, readiness, what this deployment serves."""
+"""Operational routes: liveness, readiness, what this deployment serves, its metrics."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import platform
 from datetime import timedelta
 
+import httpx
 import temporalio
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from warmrun import __version__
-from warmrun.api.auth import Authenticated
-from warmrun.api.dependencies import DeploymentDep
+from warmrun.api.deps import Authenticated, DeploymentDep
 from warmrun.api.models import DeploymentInfo, Health, Readiness
 from warmrun.api.problems import problem_responses
 
-router = APIRouter(tags=["service"])
-"""Public: liveness only."""
-protected = APIRouter(
-    tags=["service"], dependencies=[Authenticated], responses=problem_responses(401)
-)
+public = APIRouter(tags=["service"])
+"""Liveness only: a load balancer asks it without a token."""
+router = APIRouter(tags=["service"], dependencies=[Authenticated], responses=problem_responses(401))
 
 READINESS_TIMEOUT = timedelta(seconds=2)
+SDK_SCRAPE_TIMEOUT = 2.0
+
+logger = logging.getLogger(__name__)
 
 
-@router.get("/health", response_model=Health)
+@public.get("/health", response_model=Health)
 async def health() -> Health:
     """The process is alive (it does not look at Temporal)."""
     return Health()
 
 
-@protected.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+@router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
 async def ready(deployment: DeploymentDep) -> Readiness | JSONResponse:
     """Temporal answers and, unless this process is API-only, its worker is polling."""
+    detail = None
     try:
         temporal = await asyncio.wait_for(
             deployment.client.service_client.check_health(timeout=READINESS_TIMEOUT),
             READINESS_TIMEOUT.total_seconds() + 0.5,
         )
-    except Exception:
+    except Exception as err:  # any failure to answer means: not reachable from here
+        logger.debug("readiness: Temporal health check failed", exc_info=True)
         temporal = False
+        detail = f"Temporal health check failed: {type(err).__name__}: {err}"
     worker = deployment.worker.is_running if deployment.worker is not None else None
+    if worker is False:
+        detail = detail or "this process's worker is not polling"
+    if deployment.draining:
+        detail = "this replica is shutting down"
     readiness = Readiness(
         ready=temporal and worker is not False and not deployment.draining,
         temporal=temporal,
         worker=worker,
         draining=deployment.draining,
+        detail=detail,
     )
     if not readiness.ready:
         return JSONResponse(readiness.model_dump(), status_code=503)
     return readiness
 
 
-@protected.get("/info", response_model=DeploymentInfo)
+@router.get("/info", response_model=DeploymentInfo)
 async def info(deployment: DeploymentDep) -> DeploymentInfo:
     """The pipeline's parameter and output schemas and where its runs live in Temporal."""
     pipeline, settings = deployment.pipeline, deployment.settings
@@ -74,3 +85,18 @@ async def info(deployment: DeploymentDep) -> DeploymentInfo:
             "python": platform.python_version(),
         },
     )
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(deployment: DeploymentDep) -> Response:
+    """Prometheus text: `warmrun_*` series, then the Temporal SDK's own."""
+    body = deployment.metrics.render()
+    if deployment.sdk_metrics_url:
+        try:
+            async with httpx.AsyncClient(timeout=SDK_SCRAPE_TIMEOUT) as http:
+                sdk = await http.get(deployment.sdk_metrics_url)
+            body += b"\n" + sdk.content
+        except httpx.HTTPError:
+            # Best effort: warmrun's own series still answer.
+            logger.warning("could not read the Temporal SDK's metrics", exc_info=True)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

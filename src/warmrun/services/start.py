@@ -2,52 +2,66 @@
 
 from __future__ import annotations
 
-import json
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from temporalio.client import WorkflowExecutionDescription, WorkflowHandle
+import pydantic_core
+from temporalio.client import WorkflowExecutionDescription
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from warmrun.api import idempotency
-from warmrun.api.dependencies import Deployment
-from warmrun.api.models import InvokeRequestBase
-from warmrun.api.problems import Problem
-from warmrun.api.run_state import RunNotFound, describe_run
+from warmrun.deployment import Deployment
+from warmrun.run import PipelineRunInput, RunMemo, RunStatus, new_run_id, run_summary
+from warmrun.services import idempotency
+from warmrun.services.errors import (
+    CallbackRefused,
+    IdempotencyKeyReused,
+    ReplicaDraining,
+    RunNotFound,
+    WebhooksDisabled,
+)
+from warmrun.services.read import closed_as, describe_run, status_of
 from warmrun.webhooks import WebhookTargetRefused, resolve_target
 from warmrun.workflows import PipelineRun
-from warmrun.workflows.contract import PipelineRunInput, PipelineRunResult
 
 DRAINING_RETRY_AFTER = 2
 STATIC_DETAILS_LIMIT = 4000
 """Characters of the parameters shown in the Temporal UI's details of a run."""
 
 
+@dataclass(frozen=True)
+class RunRequest:
+    """What a caller asks of a new run, validated: `parameters` as the pipeline will
+    see them (defaults filled)."""
+
+    parameters: dict[str, Any]
+    run_name: str | None = None
+    timeout: float | None = None
+    callback_url: str | None = None
+    callback_events: list[str] | None = None
+
+
 @dataclass
 class StartedRun:
+    """A run that exists durably on the Temporal server."""
+
     run_id: str
     created_at: datetime
-    parameters: dict[str, Any]
-    handle: WorkflowHandle[PipelineRun, PipelineRunResult]
+    request: RunRequest
+    workflow_run_id: str | None = None
+    """Temporal's id of this execution of the run's workflow."""
+    status: RunStatus = RunStatus.QUEUED
+    """Queued for a run just started; what it was for a run an Idempotency-Key named."""
 
     @property
     def location(self) -> str:
         return f"/runs/{self.run_id}"
 
 
-def new_run_id() -> str:
-    """URL-safe and unguessable (128 random bits): knowing one run's id tells nothing
-    of another's. The prefix keeps it from starting with `-`, which CLIs read as an
-    option."""
-    return f"run_{secrets.token_urlsafe(16)}"
-
-
 async def start_run(
     deployment: Deployment,
-    body: InvokeRequestBase,
+    request: RunRequest,
     idempotency_key: str | None = None,
     *,
     caller_waits: bool = False,
@@ -59,32 +73,25 @@ async def start_run(
     here, saving a round trip); an async accept does not, since running that task inline
     would only delay the 202."""
     if deployment.draining:
-        raise Problem(
-            503,
-            "shutting_down",
-            "this replica is shutting down and takes no new runs; retry (another replica)",
-            headers={"Retry-After": str(DRAINING_RETRY_AFTER)},
-        )
-    parameters = _parameters(deployment, body)
-    if body.callback_url:
-        await _check_callback(deployment, body.callback_url)
+        raise ReplicaDraining(DRAINING_RETRY_AFTER)
+    if request.callback_url:
+        await _check_callback(deployment, request.callback_url)
     if idempotency_key is None:
         async with deployment.backlog.admission() as admission:
-            run = await _start(deployment, body, parameters, new_run_id(), None, eager=caller_waits)
+            run = await _start(deployment, request, new_run_id(), None, eager=caller_waits)
             admission.started(run.run_id)
             return run
 
     run_id = idempotency.idempotent_run_id(deployment.name, idempotency_key)
-    fingerprint = idempotency.request_fingerprint(body, parameters)
+    fingerprint = idempotency.request_fingerprint(request)
     existing = await _existing(deployment, run_id)
     if existing is not None and not _expired(deployment, existing):
-        return await _same_request(deployment, existing, fingerprint, parameters)
+        return await _same_request(existing, fingerprint, request)
     try:
         async with deployment.backlog.admission() as admission:
             run = await _start(
                 deployment,
-                body,
-                parameters,
+                request,
                 run_id,
                 fingerprint,
                 replace=existing is not None,
@@ -93,17 +100,14 @@ async def start_run(
             admission.started(run_id)
     except WorkflowAlreadyStartedError:  # a duplicate finished in between
         existing = await describe_run(deployment, run_id)
-        return await _same_request(deployment, existing, fingerprint, parameters)
+        return await _same_request(existing, fingerprint, request)
     # A concurrent duplicate may have created the workflow first: ours then joined it.
-    return await _same_request(
-        deployment, await describe_run(deployment, run_id), fingerprint, parameters, run
-    )
+    return await _same_request(await describe_run(deployment, run_id), fingerprint, request, run)
 
 
 async def _start(
     deployment: Deployment,
-    body: InvokeRequestBase,
-    parameters: dict[str, Any],
+    request: RunRequest,
     run_id: str,
     fingerprint: str | None,
     *,
@@ -111,24 +115,25 @@ async def _start(
     eager: bool = False,
 ) -> StartedRun:
     settings = deployment.settings
-    budget = body.timeout or settings.default_timeout
-    pipeline_name = deployment.pipeline.name
-    memo: dict[str, Any] = {"pipeline_name": pipeline_name, "run_name": body.run_name}
-    if body.callback_url:
-        memo["callback_url"] = body.callback_url
-        memo["callback_events"] = body.callback_events
-    if fingerprint:
-        memo[idempotency.FINGERPRINT_MEMO] = fingerprint
+    policy = deployment.run_policy
+    budget = policy.budget(request.timeout)
+    memo = RunMemo(
+        pipeline_name=policy.pipeline_name,
+        run_name=request.run_name,
+        callback_url=request.callback_url,
+        callback_events=request.callback_events,
+        request_fingerprint=fingerprint,
+    )
     created_at = datetime.now(UTC)
     handle = await deployment.client.start_workflow(
         PipelineRun.run,
         PipelineRunInput(
-            parameters=parameters,
-            run_name=body.run_name,
+            parameters=request.parameters,
+            run_name=request.run_name,
             timeout=budget,
-            callback_url=body.callback_url,
-            callback_events=list(dict.fromkeys(body.callback_events or ())) or None,
-            policy=deployment.run_policy,
+            callback_url=request.callback_url,
+            callback_events=list(dict.fromkeys(request.callback_events or ())) or None,
+            policy=policy,
         ),
         id=run_id,
         task_queue=deployment.task_queue,
@@ -141,12 +146,12 @@ async def _start(
             if replace or fingerprint is None
             else WorkflowIDReusePolicy.REJECT_DUPLICATE
         ),
-        memo=memo,
-        static_summary=f"{pipeline_name}: {body.run_name}" if body.run_name else pipeline_name,
-        static_details=_parameters_details(parameters),
+        memo=memo.to_memo(),
+        static_summary=run_summary(policy.pipeline_name, request.run_name),
+        static_details=_parameters_details(request.parameters),
         request_eager_start=eager and deployment.worker is not None,
     )
-    return StartedRun(run_id, created_at, parameters, handle)
+    return StartedRun(run_id, created_at, request, handle.result_run_id)
 
 
 async def _existing(deployment: Deployment, run_id: str) -> WorkflowExecutionDescription | None:
@@ -165,50 +170,33 @@ def _expired(deployment: Deployment, run: WorkflowExecutionDescription) -> bool:
 
 
 async def _same_request(
-    deployment: Deployment,
     run: WorkflowExecutionDescription,
     fingerprint: str,
-    parameters: dict[str, Any],
+    request: RunRequest,
     started: StartedRun | None = None,
 ) -> StartedRun:
-    memo = await run.memo()
-    if memo.get(idempotency.FINGERPRINT_MEMO) != fingerprint:
-        raise idempotency.key_reused(run.id)
-    if started is not None and started.handle.result_run_id == run.run_id:
+    """The run the key names, if it was started by the same request."""
+    memo = RunMemo.from_memo(await run.memo(), closed_as(run.status))
+    if memo.request_fingerprint != fingerprint:
+        raise IdempotencyKeyReused(run.id)
+    if started is not None and started.workflow_run_id == run.run_id:
         return started
-    handle = deployment.client.get_workflow_handle_for(PipelineRun.run, run.id, run_id=run.run_id)
-    return StartedRun(run.id, run.start_time, parameters, handle)
+    return StartedRun(run.id, run.start_time, request, run.run_id, status=status_of(run, memo))
 
 
 async def _check_callback(deployment: Deployment, url: str) -> None:
     """Refuse at submit what can be known now; delivery checks the target again."""
     settings = deployment.settings
     if not settings.webhook_secrets():
-        raise Problem(
-            422,
-            "webhooks_disabled",
-            "this deployment has no WARMRUN_WEBHOOK_SECRET, so it sends no webhooks",
-        )
+        raise WebhooksDisabled()
     try:
         await resolve_target(url, settings.webhook_allowed_host_list())
     except WebhookTargetRefused as err:
-        raise Problem(
-            422,
-            "callback_url_refused",
-            str(err),
-            errors=[{"loc": ["body", "callback_url"], "msg": str(err), "type": "value_error"}],
-        ) from None
-
-
-def _parameters(deployment: Deployment, body: InvokeRequestBase) -> dict[str, Any]:
-    """The parameters as the pipeline will see them, defaults included."""
-    given = getattr(body, "parameters", None)
-    model = given if given is not None else deployment.pipeline.parameters_model()
-    return model.model_dump(mode="json")
+        raise CallbackRefused(str(err)) from None
 
 
 def _parameters_details(parameters: dict[str, Any]) -> str:
-    text = json.dumps(parameters, indent=2, sort_keys=True)
+    text = pydantic_core.to_json(parameters, indent=2).decode()
     if len(text) > STATIC_DETAILS_LIMIT:
         text = text[: STATIC_DETAILS_LIMIT - 1] + "…"
     return f"Parameters:\n```json\n{text}\n```"

@@ -1,15 +1,23 @@
-"""Bearer-token auth (`WARMRUN_AUTH_TOKEN`): every route but `/health` when it is set."""
+"""What routes share, handed out through `Depends`: the deployment, and its auth."""
 
 from __future__ import annotations
 
 import secrets
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from warmrun.api.dependencies import DeploymentDep
 from warmrun.api.problems import Problem
+from warmrun.deployment import Deployment
+
+
+async def get_deployment(request: Request) -> Deployment:
+    """`async def`: a plain function dependency would cost a thread-pool hop per request."""
+    return request.app.state.deployment
+
+
+DeploymentDep = Annotated[Deployment, Depends(get_deployment)]
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -29,6 +37,7 @@ async def require_token(
     deployment: DeploymentDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
+    """Bearer-token auth (`WARMRUN_AUTH_TOKEN`): every route but `/health` when it is set."""
     tokens = deployment.settings.auth_tokens()
     if not tokens:
         return

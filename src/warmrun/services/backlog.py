@@ -36,8 +36,8 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio.client import Client
 
-from warmrun.api.problems import Problem
-from warmrun.workflows.contract import WORKFLOW_TYPE
+from warmrun.run import runs_query
+from warmrun.services.errors import BacklogFull
 
 REFRESH_SECONDS = 0.5
 RELAXED_REFRESH_SECONDS = 5.0
@@ -78,7 +78,7 @@ class Backlog:
     def __init__(self, client: Client, task_queue: str, limit: int) -> None:
         self._client = client
         self._limit = limit
-        self._query = f"TaskQueue = '{task_queue}' AND WorkflowType = '{WORKFLOW_TYPE}'"
+        self._query = runs_query(task_queue)
         self._counted = 0
         self._counted_at = -math.inf
         self._starting = 0
@@ -104,7 +104,7 @@ class Backlog:
 
     @asynccontextmanager
     async def admission(self) -> AsyncIterator[Admission]:
-        """Let one more run in, or raise a 429 problem with an estimated Retry-After."""
+        """Let one more run in, or raise `BacklogFull` with an estimated Retry-After."""
         await self._admit()
         self._starting += 1
         try:
@@ -127,16 +127,7 @@ class Backlog:
             if self._age() > RECOUNT_SECONDS:
                 await self._refresh(RECOUNT_SECONDS)
         if self._full():
-            retry_after = await self._retry_after_seconds()
-            raise Problem(
-                429,
-                "backlog_full",
-                f"the deployment has {self._limit} runs queued or running (its limit); "
-                f"retry in about {retry_after} s",
-                title="Too many runs",
-                headers={"Retry-After": str(retry_after)},
-                retry_after=retry_after,
-            )
+            raise BacklogFull(self._limit, await self._retry_after_seconds())
 
     def _refresh_interval(self) -> float:
         if self.estimate() * 2 >= self._limit:

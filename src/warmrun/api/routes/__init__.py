@@ -1,0 +1,2 @@
+"""The HTTP routes, one module per resource: `invoke`, `runs`, and `ops` (health,
+readiness, info, metrics)."""
