@@ -1,6 +1,6 @@
-"""`dev/bench.py` keeps working: it runs end to end with tiny N and writes its report.
+"""`python -m dev.bench` keeps working: it runs end to end with tiny N and writes its report.
 
-A benchmark is not a test: nothing here judges a number, only that the script starts
+A benchmark is not a test: nothing here judges a number, only that the bench starts
 its own dev server and warmrun deployment, measures every phase, cleans up and writes
 the JSON that BENCHMARKS.md is built from.
 """
@@ -13,13 +13,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "dev" / "bench.py"
 
 
 def test_bench_runs_every_phase_and_writes_its_report(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--scale", "0.5", "--out", str(out)],
+        [sys.executable, "-m", "dev.bench", "--quick", "--scale", "0.5", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,

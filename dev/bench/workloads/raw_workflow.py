@@ -3,7 +3,9 @@
 This is what an application written directly against the Temporal SDK would do for
 the same job, so `warmrun / raw` ratios isolate warmrun's own overhead (HTTP, FastAPI,
 its richer `PipelineRun` workflow). It lives in its own importable module because the
-workflow sandbox re-imports the workflow's module by name.
+workflow sandbox re-imports the workflow's module by name, for every run; a top-level
+module (`dev/bench/__init__.py` puts this folder on sys.path) has no parent packages
+for it to re-import too.
 """
 
 from __future__ import annotations
@@ -54,4 +56,4 @@ class RawNoop:
 
 
 if __name__ == "__main__":
-    raise SystemExit("imported by dev/bench.py; run that instead")
+    raise SystemExit("imported by dev.bench; run `python -m dev.bench` instead")

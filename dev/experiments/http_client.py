@@ -1,14 +1,19 @@
-"""What the HTTP load generator itself costs per request, by client library.
+"""Status: concluded in run 6 (BENCHMARKS.md "Runs 6-8"); kept to re-measure the load generator.
 
-    .venv/bin/python dev/client_experiment.py [--requests 4000]
+What the HTTP load generator itself costs per request, by client library.
+
+    .venv/bin/python -m dev.experiments.http_client [--requests 4000] [--loop asyncio]
 
 The benchmark's load generator shares the machine's 2 cores with the dev server and
 warmrun, so every millisecond of CPU it spends per request is taken from the system
 under test and counted against warmrun. This serves one trivial FastAPI route in a
 subprocess (uvicorn with uvloop and httptools, as `warmrun serve` runs) and drives it
-from this process with httpx (one client per lane, as `dev/bench.py` did) and aiohttp
-(one session per lane), at concurrency 1 and 32, reporting this process's CPU per
-request and the latency each client measures.
+from this process through the bench's lanes (`dev.bench.load.drive`) with httpx (one
+client per lane, as the bench did before run 6) and aiohttp (one session per lane, as
+it does now), at concurrency 1 and 32, reporting this process's CPU per request and
+the latency each client measures. Run 6 found aiohttp at 0.16-0.37 ms of CPU per
+request against httpx's 0.7-1.2 ms, and the bench switched to it: re-run this when
+aiohttp, httpx or the bench's lanes change.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from typing import Any
 import aiohttp
 import httpx
 import uvloop
-from bench import LANE, drive, percentile
 
+from dev.bench.load import LANE, drive
+from dev.bench.stats import percentile
 from warmrun.devserver import free_port
 
 APP = """
@@ -47,7 +53,7 @@ def cpu_seconds() -> float:
 
 
 async def measured(call: Callable[[], Awaitable[None]], n: int, lanes: int) -> dict[str, Any]:
-    """`bench.py`'s lanes, with this process's CPU per request."""
+    """The bench's lanes, with this process's CPU per request."""
     cpu = cpu_seconds()
     latencies, seconds = await drive(lambda _: call(), n, lanes)
     cpu = cpu_seconds() - cpu
@@ -86,7 +92,9 @@ async def compare(base_url: str, n: int, lanes: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(
+        prog="python -m dev.experiments.http_client", description=__doc__.split("\n\n")[1]
+    )
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     args = parser.parse_args()

@@ -1,9 +1,9 @@
 """Where the warmrun process spends its time, per benchmark phase, in ms per operation.
 
-    .venv/bin/python dev/bench.py --quick --scale 6 --profile --out dev/results/profile/bench.json
-    .venv/bin/python dev/profile_summary.py dev/results/profile/bench.json
+    .venv/bin/python -m dev.bench --quick --scale 6 --profile --out dev/results/profile/bench.json
+    .venv/bin/python -m dev.bench.profile_summary dev/results/profile/bench.json
 
-Reads the raw (collapsed) `py-spy record` stacks that `bench.py --profile` writes next to
+Reads the raw (collapsed) `py-spy record` stacks that `dev.bench --profile` writes next to
 its JSON report, and turns sample counts into milliseconds of a thread being busy per
 operation (py-spy skips idle threads), so findings read as "X ms of each request".
 Areas are assigned by the first marker found in a stack, most specific first.
@@ -16,8 +16,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-RATE_HZ = 250
-"""The sampling rate `bench.py` gives py-spy."""
+from .harness import PY_SPY_RATE_HZ
 
 AREAS: list[tuple[str, tuple[str, ...]]] = [
     ("logging (access log, SDK log lines)", ("(logging/__init__.py", "uvicorn/logging.py")),
@@ -65,7 +64,7 @@ def area_of(frames: list[str]) -> str:
 def summarise(path: Path, operations: int, top: int) -> str:
     stacks = load(path)
     total = sum(count for _, count in stacks)
-    per_op = 1000 / RATE_HZ / operations
+    per_op = 1000 / PY_SPY_RATE_HZ / operations
 
     areas: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
