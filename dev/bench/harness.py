@@ -25,6 +25,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from warmrun.devserver import DevServer, die_with_parent
+from warmrun.run import WORKFLOW_TYPE
 
 from . import WORKLOADS
 from .load import Callers
@@ -34,7 +35,7 @@ ROOT = DEV.parent
 NOOP_PIPELINE = f"{WORKLOADS / 'noop_pipeline.py'}:noop"
 DEPLOYMENT = "bench"
 RAW_TASK_QUEUE = "bench-raw"
-WARMRUN_WORKFLOW = "PipelineRun"
+WARMRUN_WORKFLOW = WORKFLOW_TYPE
 MAX_CONCURRENT_RUNS = 8
 """warmrun's default; the raw worker gets the same number of activity slots."""
 
