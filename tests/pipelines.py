@@ -23,15 +23,19 @@ def sleepy(
     fail: str | None = None,
     marker: str | None = None,
     check_every: float = 0.02,
+    fail_on_stop: str | None = None,
 ) -> dict:
     """Sleep `seconds` over `steps` named steps, checking for cancellation every
-    `check_every` seconds; write the time the code stopped to `marker`."""
+    `check_every` seconds; write the time the code stopped to `marker`. With
+    `fail_on_stop`, asked to stop it raises that instead of stopping quietly."""
     ctx.steps_total = steps
     try:
         for index in range(steps):
             with ctx.step(f"step-{index + 1}"):
                 deadline = time.monotonic() + seconds / steps
                 while time.monotonic() < deadline:
+                    if fail_on_stop and ctx.cancelled:
+                        raise OSError(fail_on_stop)
                     ctx.check_cancelled()
                     time.sleep(min(check_every, max(deadline - time.monotonic(), 0)))
         if fail:
@@ -105,3 +109,12 @@ def whoami(seconds: float = 0.0) -> dict:
     """Which replica ran me."""
     time.sleep(seconds)
     return {"pid": os.getpid()}
+
+
+_ROWS = [{"id": i, "name": f"row {i}", "score": i * 0.5, "tags": ["a", "b"]} for i in range(15_000)]
+
+
+def many_rows(rows: int = 15_000) -> dict:
+    """Outputs of many small objects (~60 bytes each as JSON), what JSON encoders are
+    slowest at per byte; made in advance, so that running it costs next to nothing."""
+    return {"rows": _ROWS[:rows]}

@@ -227,6 +227,26 @@ async def test_key_reused_after_completion_answers_with_the_same_run(
     assert again.json()["outputs"] == first.json()["outputs"]
     assert later_async.status_code == 202
     assert later_async.json()["run_id"] == run_id
+    # The 202 names the run as it is, not as a new one would be.
+    assert later_async.json()["status"] == "succeeded"
+
+
+async def test_a_key_retried_while_its_run_goes_on_answers_running(
+    sleepy: httpx.AsyncClient,
+) -> None:
+    headers = {"Idempotency-Key": "still-going"}
+    body = {"parameters": {"seconds": 30}, "async": True}
+    first = await sleepy.post("/invoke", json=body, headers=headers)
+    assert first.status_code == 202 and first.json()["status"] == "queued"
+    run_id = first.json()["run_id"]
+    await wait_for_status(sleepy, run_id, {"running"})
+
+    again = await sleepy.post("/invoke", json=body, headers=headers)
+
+    assert again.status_code == 202
+    assert again.json()["run_id"] == run_id and again.json()["status"] == "running"
+    await sleepy.delete(f"/runs/{run_id}")
+    await wait_for_status(sleepy, run_id, {"cancelled"})
 
 
 async def test_same_key_with_another_body_is_422(sleepy: httpx.AsyncClient) -> None:

@@ -142,3 +142,20 @@ async def test_a_sync_caller_that_hangs_up_leaves_the_run_running(
 
     run = await wait_for_status(sleepy, run_id, {"succeeded", "failed", "cancelled"})
     assert run["status"] == "succeeded"
+
+
+async def test_the_sync_answer_and_the_run_resource_tell_the_same_times(
+    sleepy: httpx.AsyncClient,
+) -> None:
+    for parameters in ({"seconds": 0.2}, {"fail": "boom"}):
+        answer = await sleepy.post("/invoke", json={"parameters": parameters})
+        metadata = answer.json()["metadata"]
+        run = (await sleepy.get(f"/runs/{metadata['run_id']}")).json()
+
+        # Both are Temporal's: the workflow's start and close, not the API's clock.
+        assert metadata["created_at"] == run["created_at"]
+        assert metadata["finished_at"] == run["finished_at"]
+        elapsed = datetime.fromisoformat(run["finished_at"]) - datetime.fromisoformat(
+            run["created_at"]
+        )
+        assert answer.json()["execution_time"] == elapsed.total_seconds()

@@ -269,6 +269,8 @@ class PipelineOutcome:
     finished_at: str
     progress: Progress = field(default_factory=Progress)
     attempt: int = 0
+    outputs_bytes: int | None = None
+    """The outputs' size as compact JSON, measured where they were made."""
 
 
 @dataclass
@@ -346,10 +348,15 @@ class RunEnding:
             ending.progress = failure.progress
         return ending
 
-    def fitted(self) -> "RunEnding":
+    def fitted(self, outputs_bytes: int | None = None) -> "RunEnding":
         """This ending within the memo's size: outputs, then the error's message, are
-        left to the close event when they would overflow it."""
-        if self.outputs is not None and self._size() > ENDING_MEMO_MAX_BYTES:
+        left to the close event when they would overflow it. `outputs_bytes`, the
+        outputs' size as compact JSON when the caller knows it, spares encoding large
+        outputs once more only to find them too large."""
+        if self.outputs is not None and (
+            (outputs_bytes is not None and outputs_bytes > ENDING_MEMO_MAX_BYTES)
+            or self._size() > ENDING_MEMO_MAX_BYTES
+        ):
             self.outputs, self.result_in_history = None, True
         if self.error is not None and self._size() > ENDING_MEMO_MAX_BYTES:
             self.error = RunError(type=self.error.type, message="")

@@ -156,6 +156,7 @@ class PipelineActivities:
             finished_at=_now(),
             progress=context.snapshot(),
             attempt=info.attempt,
+            outputs_bytes=outputs.size,
         )
         if outputs.size < LARGE_JSON_BYTES:
             return outcome

@@ -130,16 +130,15 @@ class PipelineRun:
             progress=outcome.progress,
         )
         await self._notify(input, policy, RunStatus.SUCCEEDED, result=result)
-        _record(
-            RunEnding(
-                RunStatus.SUCCEEDED,
-                complete=True,
-                started_at=outcome.started_at,
-                attempt=outcome.attempt,
-                progress=outcome.progress,
-                outputs=outcome.outputs,
-            )
+        ending = RunEnding(
+            RunStatus.SUCCEEDED,
+            complete=True,
+            started_at=outcome.started_at,
+            attempt=outcome.attempt,
+            progress=outcome.progress,
+            outputs=outcome.outputs,
         )
+        _record(ending, outputs_bytes=outcome.outputs_bytes)
         return result
 
     @workflow.query
@@ -197,9 +196,9 @@ class PipelineRun:
         )
 
 
-def _record(ending: RunEnding) -> None:
+def _record(ending: RunEnding, outputs_bytes: int | None = None) -> None:
     """Write the run's end into its memo, in the workflow task that closes it."""
-    workflow.upsert_memo(ending.fitted().to_memo())
+    workflow.upsert_memo(ending.fitted(outputs_bytes).to_memo())
 
 
 def _error(failure: ApplicationError) -> RunError:
