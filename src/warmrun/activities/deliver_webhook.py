@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from temporalio import activity
@@ -23,7 +22,7 @@ from warmrun.metrics import Metrics
 from warmrun.settings import Settings
 from warmrun.webhooks import (
     WebhookTargetRefused,
-    resolve_target,
+    resolve_webhook_target,
     signature_headers,
 )
 from warmrun.workflows.contract import (
@@ -65,7 +64,7 @@ class WebhookActivities:
                 non_retryable=True,
             )
         try:
-            target = await resolve_target(input.url, settings.webhook_allowed_host_list())
+            target = await resolve_webhook_target(input.url, settings.webhook_allowed_host_list())
         except WebhookTargetRefused as err:
             raise ApplicationError(
                 str(err),
@@ -81,10 +80,10 @@ class WebhookActivities:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"warmrun/{__version__}",
-            "Host": urlsplit(input.url).netloc.rsplit("@", 1)[-1],
+            "Host": target.authority,
             **signature_headers(webhook_secrets, input.message_id, datetime.now(UTC), body),
         }
-        pinned = _pinned_url(input.url, target.addresses[0])
+        pinned = target.pinned_url
         attempt = activity.info().attempt
         try:
             async with httpx.AsyncClient(
@@ -135,14 +134,6 @@ def _links(settings: Settings, payload: dict) -> dict:
             "temporal_ui": f"{base}/namespaces/{activity.info().namespace}/workflows/{run_id}",
         }
     }
-
-
-def _pinned_url(url: str, address: str) -> str:
-    """The URL with its host replaced by the checked address (no second DNS lookup)."""
-    parts = urlsplit(url)
-    host = f"[{address}]" if ":" in address else address
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
 
 
 def _retry_after(response: httpx.Response) -> timedelta | None:

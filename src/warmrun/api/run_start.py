@@ -17,7 +17,7 @@ from warmrun.api.dependencies import Deployment
 from warmrun.api.models import InvokeRequestBase
 from warmrun.api.problems import Problem
 from warmrun.api.run_state import RunNotFound, describe_run
-from warmrun.webhooks import WebhookTargetRefused, resolve_target
+from warmrun.webhooks import WebhookTargetRefused, resolve_webhook_target
 from warmrun.workflows import PipelineRun
 from warmrun.workflows.contract import PipelineRunInput, PipelineRunResult
 
@@ -190,7 +190,7 @@ async def _check_callback(deployment: Deployment, url: str) -> None:
             "this deployment has no WARMRUN_WEBHOOK_SECRET, so it sends no webhooks",
         )
     try:
-        await resolve_target(url, settings.webhook_allowed_host_list())
+        await resolve_webhook_target(url, settings.webhook_allowed_host_list())
     except WebhookTargetRefused as err:
         raise Problem(
             422,
