@@ -5,11 +5,18 @@ delivered; 410 stops for good; 408, 425, 429, 5xx and network errors are retried
 (honouring `Retry-After`); any other answer is a rejection and stops. The request
 goes to the address the SSRF check approved (the Host header and TLS name stay the
 URL's), and redirects are not followed.
+
+A receiver's reply is only status and headers to warmrun: at most `REPLY_READ_LIMIT`
+bytes of its body are read (quoted in the error of a failed attempt), the connection is
+then closed, and the whole attempt is bounded by `attempt_timeout`, so neither a huge
+nor a dripping reply can hold the worker's memory or its activity slot.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
@@ -35,6 +42,10 @@ from warmrun.workflows.contract import (
 )
 
 RETRIED_STATUSES = {408, 425, 429}
+REPLY_READ_LIMIT = 4096
+"""Bytes of a reply's body read at most; the rest is never read."""
+REPLY_QUOTE_LIMIT = 200
+"""Characters of a reply's body quoted in the error of a failed attempt."""
 
 
 class WebhookActivities:
@@ -81,23 +92,34 @@ class WebhookActivities:
             "Content-Type": "application/json",
             "User-Agent": f"warmrun/{__version__}",
             "Host": target.authority,
+            # The reply is read raw and only in part: a compressed one would be noise.
+            "Accept-Encoding": "identity",
             **signature_headers(webhook_secrets, input.message_id, datetime.now(UTC), body),
         }
-        pinned = target.pinned_url
         attempt = activity.info().attempt
         try:
-            async with httpx.AsyncClient(
-                timeout=input.attempt_timeout, follow_redirects=False
-            ) as http:
-                response = await http.post(
-                    pinned, content=body, headers=headers, extensions={"sni_hostname": target.host}
-                )
-        except httpx.HTTPError as err:
+            async with (
+                asyncio.timeout(input.attempt_timeout),
+                httpx.AsyncClient(timeout=input.attempt_timeout, follow_redirects=False) as http,
+                http.stream(
+                    "POST",
+                    target.pinned_url,
+                    content=body,
+                    headers=headers,
+                    extensions={"sni_hostname": target.host},
+                ) as response,
+            ):
+                code = response.status_code
+                reply = b"" if 200 <= code < 300 else await _read_head(response)
+        except (httpx.HTTPError, TimeoutError) as err:
+            if isinstance(err, TimeoutError):
+                what = f"no complete answer within {input.attempt_timeout:g} s"
+            else:
+                what = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
             raise ApplicationError(
-                f"attempt {attempt}: {type(err).__name__}: {err}", type="WebhookUnreachable"
+                f"attempt {attempt}: {what}", type="WebhookUnreachable"
             ) from None
 
-        code = response.status_code
         if 200 <= code < 300:
             return WebhookDeliveryResult(
                 delivered_at=datetime.now(UTC).isoformat(), attempts=attempt, status_code=code
@@ -111,12 +133,12 @@ class WebhookActivities:
             )
         if code in RETRIED_STATUSES or code >= 500:
             raise ApplicationError(
-                f"attempt {attempt}: the receiver answered {code}",
+                f"attempt {attempt}: the receiver answered {code}{_quote(reply)}",
                 type="WebhookRetry",
                 next_retry_delay=_retry_after(response),
             )
         raise ApplicationError(
-            f"the receiver answered {code}; not retried",
+            f"the receiver answered {code}{_quote(reply)}; not retried",
             {"attempts": attempt},
             type=WEBHOOK_REJECTED_ERROR,
             non_retryable=True,
@@ -134,6 +156,29 @@ def _links(settings: Settings, payload: dict) -> dict:
             "temporal_ui": f"{base}/namespaces/{activity.info().namespace}/workflows/{run_id}",
         }
     }
+
+
+async def _read_head(response: httpx.Response) -> bytes:
+    """The first `REPLY_READ_LIMIT` bytes of the body; leaving the stream then closes
+    the connection instead of reading (or buffering) whatever else the receiver sends."""
+    head = bytearray()
+    async with aclosing(response.aiter_raw()) as chunks:
+        async for chunk in chunks:
+            head += chunk[: REPLY_READ_LIMIT - len(head)]
+            if len(head) >= REPLY_READ_LIMIT:
+                break
+    return bytes(head)
+
+
+def _quote(reply: bytes) -> str:
+    """A short, printable excerpt of a reply's body for an error message."""
+    text = " ".join(reply.decode("utf-8", errors="replace").split())
+    text = "".join(char if char.isprintable() else "?" for char in text)
+    if not text:
+        return ""
+    if len(text) > REPLY_QUOTE_LIMIT:
+        text = text[: REPLY_QUOTE_LIMIT - 1] + "…"
+    return f": {text!r}"
 
 
 def _retry_after(response: httpx.Response) -> timedelta | None:
