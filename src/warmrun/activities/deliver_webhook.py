@@ -5,14 +5,20 @@ delivered; 410 stops for good; 408, 425, 429, 5xx and network errors are retried
 (honouring `Retry-After`); any other answer is a rejection and stops. The request
 goes to the address the SSRF check approved (the Host header and TLS name stay the
 URL's), and redirects are not followed.
+
+A receiver's reply is only status and headers to warmrun: at most `REPLY_READ_LIMIT`
+bytes of its body are read (quoted in the error of a failed attempt), the connection is
+then closed, and the whole attempt is bounded by `attempt_timeout`, so neither a huge
+nor a dripping reply can hold the worker's memory or its activity slot.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from temporalio import activity
@@ -34,11 +40,15 @@ from warmrun.run import (
 from warmrun.settings import Settings
 from warmrun.webhooks import (
     WebhookTargetRefused,
-    resolve_target,
+    resolve_webhook_target,
     signature_headers,
 )
 
 RETRIED_STATUSES = {408, 425, 429}
+REPLY_READ_LIMIT = 4096
+"""Bytes of a reply's body read at most; the rest is never read."""
+REPLY_QUOTE_LIMIT = 200
+"""Characters of a reply's body quoted in the error of a failed attempt."""
 
 
 class WebhookActivities:
@@ -68,7 +78,7 @@ class WebhookActivities:
                 non_retryable=True,
             )
         try:
-            target = await resolve_target(input.url, settings.webhook_allowed_host_list())
+            target = await resolve_webhook_target(input.url, settings.webhook_allowed_host_list())
         except WebhookTargetRefused as err:
             raise ApplicationError(
                 str(err),
@@ -84,24 +94,35 @@ class WebhookActivities:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"warmrun/{__version__}",
-            "Host": urlsplit(input.url).netloc.rsplit("@", 1)[-1],
+            "Host": target.authority,
+            # The reply is read raw and only in part: a compressed one would be noise.
+            "Accept-Encoding": "identity",
             **signature_headers(webhook_secrets, input.message_id, datetime.now(UTC), body),
         }
-        pinned = _pinned_url(input.url, target.addresses[0])
         attempt = activity.info().attempt
         try:
-            async with httpx.AsyncClient(
-                timeout=input.attempt_timeout, follow_redirects=False
-            ) as http:
-                response = await http.post(
-                    pinned, content=body, headers=headers, extensions={"sni_hostname": target.host}
-                )
-        except httpx.HTTPError as err:
+            async with (
+                asyncio.timeout(input.attempt_timeout),
+                httpx.AsyncClient(timeout=input.attempt_timeout, follow_redirects=False) as http,
+                http.stream(
+                    "POST",
+                    target.pinned_url,
+                    content=body,
+                    headers=headers,
+                    extensions={"sni_hostname": target.host},
+                ) as response,
+            ):
+                code = response.status_code
+                reply = b"" if 200 <= code < 300 else await _read_head(response)
+        except (httpx.HTTPError, TimeoutError) as err:
+            if isinstance(err, TimeoutError):
+                what = f"no complete answer within {input.attempt_timeout:g} s"
+            else:
+                what = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
             raise ApplicationError(
-                f"attempt {attempt}: {type(err).__name__}: {err}", type="WebhookUnreachable"
+                f"attempt {attempt}: {what}", type="WebhookUnreachable"
             ) from None
 
-        code = response.status_code
         if 200 <= code < 300:
             return WebhookDeliveryResult(
                 delivered_at=datetime.now(UTC).isoformat(), attempts=attempt, status_code=code
@@ -115,12 +136,12 @@ class WebhookActivities:
             )
         if code in RETRIED_STATUSES or code >= 500:
             raise ApplicationError(
-                f"attempt {attempt}: the receiver answered {code}",
+                f"attempt {attempt}: the receiver answered {code}{_quote(reply)}",
                 type="WebhookRetry",
                 next_retry_delay=_retry_after(response),
             )
         raise ApplicationError(
-            f"the receiver answered {code}; not retried",
+            f"the receiver answered {code}{_quote(reply)}; not retried",
             DeliveryFailureDetails(attempts=attempt),
             type=WEBHOOK_REJECTED_ERROR,
             non_retryable=True,
@@ -133,12 +154,27 @@ def _links(settings: Settings, payload: dict) -> dict:
     return {"links": RunLinks.of(run_id, ui).model_dump()}
 
 
-def _pinned_url(url: str, address: str) -> str:
-    """The URL with its host replaced by the checked address (no second DNS lookup)."""
-    parts = urlsplit(url)
-    host = f"[{address}]" if ":" in address else address
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+async def _read_head(response: httpx.Response) -> bytes:
+    """The first `REPLY_READ_LIMIT` bytes of the body; leaving the stream then closes
+    the connection instead of reading (or buffering) whatever else the receiver sends."""
+    head = bytearray()
+    async with aclosing(response.aiter_raw()) as chunks:
+        async for chunk in chunks:
+            head += chunk[: REPLY_READ_LIMIT - len(head)]
+            if len(head) >= REPLY_READ_LIMIT:
+                break
+    return bytes(head)
+
+
+def _quote(reply: bytes) -> str:
+    """A short, printable excerpt of a reply's body for an error message."""
+    text = " ".join(reply.decode("utf-8", errors="replace").split())
+    text = "".join(char if char.isprintable() else "?" for char in text)
+    if not text:
+        return ""
+    if len(text) > REPLY_QUOTE_LIMIT:
+        text = text[: REPLY_QUOTE_LIMIT - 1] + "…"
+    return f": {text!r}"
 
 
 def _retry_after(response: httpx.Response) -> timedelta | None:

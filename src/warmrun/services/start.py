@@ -22,7 +22,7 @@ from warmrun.services.errors import (
     WebhooksDisabled,
 )
 from warmrun.services.read import closed_as, describe_run, status_of
-from warmrun.webhooks import WebhookTargetRefused, resolve_target
+from warmrun.webhooks import WebhookTargetRefused, resolve_webhook_target
 from warmrun.workflows import PipelineRun
 
 DRAINING_RETRY_AFTER = 2
@@ -190,7 +190,7 @@ async def _check_callback(deployment: Deployment, url: str) -> None:
     if not settings.webhook_secrets():
         raise WebhooksDisabled()
     try:
-        await resolve_target(url, settings.webhook_allowed_host_list())
+        await resolve_webhook_target(url, settings.webhook_allowed_host_list())
     except WebhookTargetRefused as err:
         raise CallbackRefused(str(err)) from None
 
