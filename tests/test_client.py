@@ -448,3 +448,19 @@ async def test_runs_lists_newest_first_across_pages_and_filters_by_status(
         assert listed[:4] == ids[::-1]
         failed = await blocking(url, lambda d: [run.run_id for run in d.runs("failed")])
         assert failed == [ids[-1]]
+
+
+def test_a_503_that_started_nothing_is_retried_even_without_a_key() -> None:
+    from warmrun.client._protocol import invoke_call, is_retryable
+
+    call = invoke_call({}, run_name=None, timeout=None, idempotency_key=None, async_=True)
+    request = httpx.Request("POST", "http://127.0.0.1/invoke")
+
+    def answer(code: str) -> httpx.Response:
+        return httpx.Response(503, json={"code": code}, request=request)
+
+    assert not call.retry_safe
+    assert is_retryable(call, answer("too_many_connections"))
+    assert is_retryable(call, answer("shutting_down"))
+    # Temporal unreachable: the start may have reached it; resending could run twice.
+    assert not is_retryable(call, answer("temporal_unavailable"))

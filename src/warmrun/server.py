@@ -16,16 +16,20 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
 
 from warmrun.deployment import Deployment
+from warmrun.http_limits import ConnectionLimits, limited_protocol
+from warmrun.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 KEEP_ALIVE_SECONDS = 75
+FILES_BESIDES_CONNECTIONS = 256
 
 
 class DrainingServer(uvicorn.Server):
@@ -54,17 +58,46 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True
 
 
-def serve_app(app: FastAPI, *, host: str, port: int, log_level: str, grace: float) -> None:
+def serve_app(app: FastAPI, settings: Settings, *, host: str, port: int, log_level: str) -> None:
+    limits = ConnectionLimits.from_settings(settings)
+    _ensure_file_limit(limits.max_connections)
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level=log_level.lower(),
+        # uvicorn's httptools protocol plus deadlines for slow clients, a head size limit
+        # and a connection cap (see warmrun.http_limits).
+        http=limited_protocol(limits),
         # Longer than the idle timeout of common load balancers (60 s), so that the server
         # never closes a kept-alive connection just as a client reuses it.
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         # Sync invocations still waiting when the drain ends are cut after this; their
         # runs go on (the client can read them by the X-Run-Id it already has).
-        timeout_graceful_shutdown=max(int(grace), 1),
+        timeout_graceful_shutdown=max(int(settings.shutdown_grace), 1),
     )
     DrainingServer(config, app).run()
+
+
+def _ensure_file_limit(max_connections: int) -> None:
+    """Each connection is a file descriptor: raise the soft limit to fit
+    `WARMRUN_MAX_CONNECTIONS` (and the Temporal client, threads and files besides),
+    so that the cap refuses clearly before `accept()` starts failing."""
+    if sys.platform == "win32":
+        return
+    import resource
+
+    needed = max_connections + FILES_BESIDES_CONNECTIONS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+    if raised < needed:
+        logger.warning(
+            "open files are limited to %d (ulimit -n), too few for WARMRUN_MAX_CONNECTIONS=%d: "
+            "connections beyond about %d will fail without a clear answer",
+            raised,
+            max_connections,
+            raised - FILES_BESIDES_CONNECTIONS,
+        )

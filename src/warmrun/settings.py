@@ -53,6 +53,24 @@ class Settings(BaseSettings):
         1024 * 1024,
         description="Largest JSON `outputs` in bytes; Temporal refuses payloads over 2 MB.",
     )
+    header_timeout: PositiveFloat = Field(
+        10.0,
+        description="Seconds a client has to send a request's line and headers, from its first "
+        "byte (or from connecting); slower ones get `408` and are disconnected.",
+    )
+    body_timeout: PositiveFloat = Field(
+        30.0,
+        description="Longest pause (s) between two pieces of a request body; a stalled upload "
+        "gets `408` and is disconnected.",
+    )
+    max_header_bytes: PositiveInt = Field(
+        64 * 1024, description="Largest request line + headers in bytes (431 above)."
+    )
+    max_connections: PositiveInt = Field(
+        2000,
+        description="Open HTTP connections one process holds; one more is answered `503` "
+        "(`too_many_connections`) and closed.",
+    )
     auth_token: str | None = Field(
         None, description="Bearer token(s), comma-separated; unset: no auth (warned at start)."
     )

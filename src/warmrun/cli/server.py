@@ -99,7 +99,7 @@ def _serve(pipeline: Pipeline, settings: Settings, host: str, port: int, log_lev
         asyncio.run(_work_only(pipeline, settings))
         return
     app = create_app(pipeline, settings)
-    serve_app(app, host=host, port=port, log_level=log_level, grace=settings.shutdown_grace)
+    serve_app(app, settings, host=host, port=port, log_level=log_level)
 
 
 async def _work_only(pipeline: Pipeline, settings: Settings) -> None:

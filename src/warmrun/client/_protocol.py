@@ -152,12 +152,19 @@ def retry_after(response: httpx.Response) -> float | None:
     return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
+NOTHING_STARTED_CODES = frozenset({"too_many_connections", "shutting_down"})
+"""503 answers given before any run could start (refused connection, draining replica)."""
+
+
 def is_retryable(call: Call, response: httpx.Response) -> bool:
     """429 means the server refused before starting anything; a 503 may have come after
-    a run was started, so it is resent only when that cannot start a second one."""
+    a run was started, so it is resent only when that cannot start a second one (or
+    the answer says nothing was started)."""
     if response.status_code == 429:
         return True
-    return response.status_code == 503 and call.retry_safe
+    if response.status_code != 503:
+        return False
+    return call.retry_safe or _json_object(response).get("code") in NOTHING_STARTED_CODES
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any]:
