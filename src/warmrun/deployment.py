@@ -1,14 +1,15 @@
 """`Deployment`: one deployment as this process serves it.
 
 The one object the HTTP layer and the run services share: the pipeline, the
-settings, the Temporal client, the backlog estimate, the worker (when this process
-executes runs) and whether the process is draining. Everything a request needs about
+settings, the Temporal client, the backlog estimate, the run feeds of the event
+streams, the worker (when this process executes runs) and whether the process is
+draining. Everything a request needs about
 "where runs of this deployment live" is derived here, once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -17,6 +18,7 @@ from warmrun.metrics import Metrics
 from warmrun.pipeline import Pipeline
 from warmrun.run import RunPolicy, task_queue_for, temporal_ui_url
 from warmrun.services.backlog import Backlog
+from warmrun.services.watch import RunFeeds
 from warmrun.settings import Settings
 
 
@@ -30,6 +32,10 @@ class Deployment:
     worker: Worker | None = None
     draining: bool = False
     sdk_metrics_url: str | None = None
+    feeds: RunFeeds = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.feeds = RunFeeds(self.settings.max_event_streams)
 
     @property
     def name(self) -> str:

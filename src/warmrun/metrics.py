@@ -46,6 +46,16 @@ class Metrics:
             "Queued + running runs of the deployment (all replicas), as last counted.",
             registry=self.registry,
         )
+        self.event_streams = Gauge(
+            "warmrun_event_streams",
+            "Open GET /runs/{id}/events streams in this process.",
+            registry=self.registry,
+        )
+        self.followed_runs = Gauge(
+            "warmrun_followed_runs",
+            "Runs this process polls for its event streams (one poller per run).",
+            registry=self.registry,
+        )
 
         self.webhook_deliveries = Counter(
             "warmrun_webhook_deliveries",
@@ -56,6 +66,10 @@ class Metrics:
 
     def track_queue_depth(self, estimate: Callable[[], int]) -> None:
         self.queue_depth.set_function(estimate)
+
+    def track_event_streams(self, streams: Callable[[], int], runs: Callable[[], int]) -> None:
+        self.event_streams.set_function(streams)
+        self.followed_runs.set_function(runs)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

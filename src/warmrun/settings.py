@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     max_body_bytes: PositiveInt = Field(
         1024 * 1024, description="Largest request body in bytes (413 above)."
     )
+    max_event_streams: PositiveInt = Field(
+        1000, description="Open `GET /runs/{id}/events` streams in one process before 429."
+    )
     max_output_bytes: PositiveInt = Field(
         1024 * 1024,
         description="Largest JSON `outputs` in bytes; Temporal refuses payloads over 2 MB.",

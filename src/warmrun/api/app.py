@@ -62,8 +62,10 @@ def create_app(
             metrics=metrics,
             sdk_metrics_url=sdk_metrics_url,
         )
+        metrics.track_event_streams(lambda: deployment.feeds.streams, lambda: deployment.feeds.runs)
         async with AsyncExitStack() as stack:
             stack.push_async_callback(backlog.close)
+            stack.push_async_callback(deployment.feeds.close)
             if settings.run_worker:
                 deployment.worker = await stack.enter_async_context(
                     running_worker(temporal, pipeline, settings, metrics)

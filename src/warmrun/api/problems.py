@@ -29,6 +29,7 @@ from warmrun.services.errors import (
     RunAlreadyEnded,
     RunNotFound,
     RunServiceError,
+    TooManyStreams,
     WebhooksDisabled,
 )
 
@@ -70,7 +71,8 @@ _DESCRIPTIONS = {
     422: "Invalid body, parameters or header (`validation_error`), an Idempotency-Key "
     "already used for another request (`idempotency_key_reused`), a callback_url that may "
     "not be called (`callback_url_refused`) or webhooks not configured (`webhooks_disabled`).",
-    429: "The deployment's backlog is full (`backlog_full`); see `Retry-After`.",
+    429: "The deployment's backlog is full (`backlog_full`) or this replica has as many "
+    "event streams open as it takes (`too_many_streams`); see `Retry-After`.",
     503: "Temporal cannot be reached (`temporal_unavailable`) or this replica is shutting "
     "down (`shutting_down`); see `Retry-After`.",
 }
@@ -180,6 +182,15 @@ def service_problem(error: RunServiceError) -> Problem:
                 "backlog_full",
                 detail,
                 title="Too many runs",
+                headers={"Retry-After": str(error.retry_after)},
+                retry_after=error.retry_after,
+            )
+        case TooManyStreams():
+            return Problem(
+                429,
+                "too_many_streams",
+                detail,
+                title="Too many event streams",
                 headers={"Retry-After": str(error.retry_after)},
                 retry_after=error.retry_after,
             )

@@ -8,6 +8,7 @@
      ├── CallbackRefused        the callback_url may not be called (422)
      ├── WebhooksDisabled       no webhook secret is configured (422)
      ├── BacklogFull            the deployment's backlog is at its limit (429)
+     ├── TooManyStreams         this replica has as many event streams open as it takes (429)
      └── ReplicaDraining        this replica is shutting down (503)
 
 Temporal being unreachable is not here: it surfaces as the SDK's `RPCError`.
@@ -66,6 +67,16 @@ class BacklogFull(RunServiceError):
         super().__init__(
             f"the deployment has {limit} runs queued or running (its limit); "
             f"retry in about {retry_after} s"
+        )
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class TooManyStreams(RunServiceError):
+    def __init__(self, limit: int, retry_after: int) -> None:
+        super().__init__(
+            f"this replica has {limit} event streams open (its limit); retry in about "
+            f"{retry_after} s, or poll GET /runs/{{run_id}} meanwhile"
         )
         self.limit = limit
         self.retry_after = retry_after

@@ -346,6 +346,18 @@ async def wait_for_end(client: Client, run_id: str, workflow_run_id: str | None)
     raise RuntimeError(f"the history of run {run_id} ended without a close event")
 
 
+async def wait_until_closed(client: Client, run_id: str) -> None:
+    """Return once the run's workflow has closed: the same long poll, without decoding
+    the outcome (an event stream's poller only needs to know it is time to read)."""
+    handle = client.get_workflow_handle(run_id)
+    async for _ in handle.fetch_history_events(
+        wait_new_event=True,
+        event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT,
+        skip_archival=True,
+    ):
+        return
+
+
 async def start_time(client: Client, run_id: str, workflow_run_id: str | None) -> datetime | None:
     """When Temporal started the run's workflow (its first event), the `created_at`
     that status reads show."""

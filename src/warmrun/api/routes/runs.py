@@ -6,27 +6,28 @@ as the response model would have FastAPI validate it a second time.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 from collections.abc import AsyncIterator
-from typing import Annotated
+from functools import partial
+from typing import Annotated, Any
 
 import pydantic_core
 from fastapi import APIRouter, Query, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Receive, Scope, Send
 from temporalio.service import RPCError
 
 from warmrun.api.deps import Authenticated, DeploymentDep
 from warmrun.api.models import RunList
 from warmrun.api.problems import problem_responses
-from warmrun.deployment import Deployment
 from warmrun.resource import Run
 from warmrun.run import RunStatus
 from warmrun.services.cancel import cancel_run
 from warmrun.services.errors import InvalidPageToken, RunAlreadyEnded, RunNotFound
 from warmrun.services.listing import list_runs
-from warmrun.services.read import read_run
+from warmrun.services.read import read_run, wait_until_closed
+from warmrun.services.watch import RunFollower
 
 router = APIRouter(
     prefix="/runs",
@@ -36,8 +37,6 @@ router = APIRouter(
 )
 
 POLL_HINT_SECONDS = 1
-EVENTS_POLL_SECONDS = 0.5
-"""How often an event stream looks at the run (Temporal has no push for heartbeats)."""
 EVENTS_PING_SECONDS = 15
 
 
@@ -111,19 +110,48 @@ async def cancel(run_id: str, deployment: DeploymentDep) -> Response:
 @router.get(
     "/{run_id}/events",
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "The run's events."}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "The run's events."},
+        **problem_responses(429),
+    },
 )
 async def run_events(run_id: str, deployment: DeploymentDep) -> EventSourceResponse:
     """Server-sent events: first a `status` event with the whole run, then `status`
     (the run) when its status changes and `progress` (the progress object) as steps
     advance, finally an event named after the terminal status (`succeeded`, `failed`,
     `cancelled`, `timed_out`) with the whole run; then the stream ends. A reconnecting
-    client gets a fresh snapshot first, so it needs no `Last-Event-ID`."""
-    first = await read_run(deployment, run_id)
-    return EventSourceResponse(_run_changes(deployment, first), ping=EVENTS_PING_SECONDS)
+    client gets a fresh snapshot first, so it needs no `Last-Event-ID`. All streams of
+    a run share one poller; `429 too_many_streams` when this replica has
+    `WARMRUN_MAX_EVENT_STREAMS` open."""
+    follower = deployment.feeds.follow(
+        run_id,
+        read=partial(read_run, deployment, run_id),
+        wait_closed=partial(wait_until_closed, deployment.client, run_id),
+    )
+    try:
+        first = await follower.next()
+    except BaseException:
+        follower.close()
+        raise
+    return _RunEventStream(follower, _run_changes(follower, first), ping=EVENTS_PING_SECONDS)
 
 
-async def _run_changes(deployment: Deployment, run: Run) -> AsyncIterator[ServerSentEvent]:
+class _RunEventStream(EventSourceResponse):
+    """Leaves the run's feed however the response ends: a client gone before the first
+    event leaves the generator unstarted, and an unstarted generator runs no cleanup."""
+
+    def __init__(self, follower: RunFollower, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._follower = follower
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._follower.close()
+
+
+async def _run_changes(follower: RunFollower, run: Run) -> AsyncIterator[ServerSentEvent]:
     sequence = 0
 
     def event(name: str, data: str) -> ServerSentEvent:
@@ -133,9 +161,8 @@ async def _run_changes(deployment: Deployment, run: Run) -> AsyncIterator[Server
 
     yield event("status", run.model_dump_json())
     while not run.is_terminal:
-        await asyncio.sleep(EVENTS_POLL_SECONDS)
         try:
-            now = await read_run(deployment, run.run_id)
+            now = await follower.next()
         except (RPCError, RunNotFound) as err:
             yield event("error", f'{{"detail": "cannot read the run: {type(err).__name__}"}}')
             return
