@@ -15,6 +15,7 @@ from rich.console import Console
 from warmrun.api import create_app
 from warmrun.connection import connect
 from warmrun.devserver import DevServer
+from warmrun.nexus import ensure_nexus_endpoint
 from warmrun.pipeline import Pipeline, PipelineLoadError, load_pipeline
 from warmrun.server import serve_app
 from warmrun.settings import Settings
@@ -142,6 +143,14 @@ def serve(
     _serve(_load(pipeline), settings, host, port, log_level)
 
 
+async def _dev_nexus_endpoint(deployment: str) -> str:
+    """Make the dev deployment callable over Nexus from any namespace at once."""
+    try:
+        return await ensure_nexus_endpoint(await connect(), deployment)
+    except ValueError as err:  # a deployment name no endpoint name can carry
+        return f"none ({err})"
+
+
 def dev(
     pipeline: Annotated[
         str | None, typer.Argument(help="Pipeline to serve; default: the bundled example.")
@@ -167,11 +176,13 @@ def dev(
         os.environ["TEMPORAL_ADDRESS"] = server.address
         secret = os.environ.get("WARMRUN_WEBHOOK_SECRET") or _dev_webhook_secret(data_dir)
         settings = _settings(temporal_ui_url=server.ui_url, webhook_secret=secret)
+        endpoint = asyncio.run(_dev_nexus_endpoint(settings.deployment_name(loaded.name)))
         console.print(
             f"[bold green]warmrun dev[/bold green] · pipeline [bold]{loaded.name}[/bold]\n"
             f"  API          http://{host}:{port}  (docs: http://{host}:{port}/docs)\n"
             f"  Temporal UI  {server.ui_url}\n"
             f"  Temporal     {server.address}  (SQLite: {server.db_file})\n"
+            f"  Nexus        endpoint {endpoint} (service warmrun: run, get)\n"
             f"  webhooks     signed with {secret.split(',')[0]}\n"
             f"  try: curl -s -X POST http://{host}:{port}/invoke "
             "-H 'Content-Type: application/json' -H 'Prefer: respond-async' "
