@@ -77,10 +77,13 @@ class DevServer:
         db_file: Path | None = None,
         namespace: str = "default",
         log_level: str = "warn",
+        http_port: int | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.ui_port = ui_port
+        # The server's HTTP API (Nexus endpoints among it); unset: a random free port.
+        self.http_port = http_port
         self.db_file = db_file
         self.namespace = namespace
         self.log_level = log_level
@@ -108,6 +111,8 @@ class DevServer:
             "--log-level",
             self.log_level,
         ]
+        if self.http_port:
+            command += ["--http-port", str(self.http_port)]
         if self.ui_port:
             command += ["--ui-port", str(self.ui_port)]
         else:
