@@ -107,6 +107,19 @@ def test_the_client_loads_no_workflow_or_server_code() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_callers_helpers_load_no_server_code() -> None:
+    """`warmrun.temporal` (with the Nexus service definition) is what other Temporal
+    apps import, in their workflow sandbox: none of the deployment's server side."""
+    code = (
+        "import sys, warmrun.temporal\n"
+        "loaded = [m for m in sys.modules if m.startswith(('warmrun.workflows', "
+        "'warmrun.activities', 'warmrun.api', 'warmrun.services', 'warmrun.nexus', "
+        "'fastapi', 'httpx'))]\n"
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_a_memo_reads_back_as_written() -> None:
     ending = RunEnding(
         RunStatus.SUCCEEDED,

@@ -30,9 +30,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import nexusrpc
 import nexusrpc.handler
 import temporalio.nexus
+from nexusrpc import HandlerError, HandlerErrorType
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from temporalio.api.common.v1 import Payload
 from temporalio.api.nexus.v1 import EndpointSpec, EndpointTarget
@@ -69,8 +69,6 @@ from warmrun.services.start import RunRequest, check_request, run_start, start_a
 from warmrun.workflows import PipelineRun
 
 logger = logging.getLogger(__name__)
-
-HandlerErrorType = nexusrpc.HandlerErrorType
 
 
 @nexusrpc.handler.service_handler(name=NEXUS_SERVICE)
@@ -122,7 +120,9 @@ class RunsNexusHandler:
                 ]
             )
             raise bad_request(cause) from cause
-        parameters = given.parameters or self._deployment.pipeline.parameters_model()
+        parameters = given.parameters
+        if parameters is None:  # the pipeline takes no required parameters
+            parameters = self._deployment.pipeline.parameters_model()
         return RunRequest(
             parameters=parameters.model_dump(mode="json"),
             run_name=given.run_name,
@@ -165,24 +165,24 @@ def invalid_input(errors: list[dict[str, Any]]) -> ApplicationError:
     )
 
 
-def bad_request(cause: ApplicationError) -> nexusrpc.HandlerError:
+def bad_request(cause: ApplicationError) -> HandlerError:
     """Nexus's own "bad request": never retried, so the operation fails at once (any
     other exception would be retried until the caller's timeout). Raise it `from` its
     cause, which carries the details across to the caller."""
-    return nexusrpc.HandlerError(cause.message, type=HandlerErrorType.BAD_REQUEST)
+    return HandlerError(cause.message, type=HandlerErrorType.BAD_REQUEST)
 
 
-def handler_error(error: RunServiceError) -> nexusrpc.HandlerError:
+def handler_error(error: RunServiceError) -> HandlerError:
     """The Nexus answer to what a run service refused. Retryable where HTTP says 429
     or 503, so the caller's server retries the start later."""
     detail = str(error)
     match error:
         case RunNotFound():
-            return nexusrpc.HandlerError(detail, type=HandlerErrorType.NOT_FOUND)
+            return HandlerError(detail, type=HandlerErrorType.NOT_FOUND)
         case BacklogFull():
-            return nexusrpc.HandlerError(detail, type=HandlerErrorType.RESOURCE_EXHAUSTED)
+            return HandlerError(detail, type=HandlerErrorType.RESOURCE_EXHAUSTED)
         case ReplicaDraining():
-            return nexusrpc.HandlerError(detail, type=HandlerErrorType.UNAVAILABLE)
+            return HandlerError(detail, type=HandlerErrorType.UNAVAILABLE)
     raise TypeError(f"no Nexus answer for {type(error).__name__}") from error
 
 
