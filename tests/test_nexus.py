@@ -27,12 +27,15 @@ from temporalio.exceptions import CancelledError, NexusOperationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
-from conftest import ServeFn, submit, wait_for_status
+from conftest import PIPELINES, TEST_SETTINGS, ServeFn, submit, wait_for_status
 from nexus_callers import CALLERS, CallByName, CallRunTyped, GetRun, NamedCall, TypedCall
 from warmrun.devserver import DevServer
 from warmrun.nexus import RunsNexusHandler, ensure_nexus_endpoint
+from warmrun.pipeline import load_pipeline
 from warmrun.run import nexus_endpoint_for
+from warmrun.settings import Settings
 from warmrun.temporal import PipelineRunInput, PipelineRunResult, WarmrunService
+from warmrun.worker import running_worker
 
 CALLER_NAMESPACE = "callers"
 CALLER_QUEUE = "nexus-callers"
@@ -383,6 +386,19 @@ async def pending_start_failure(caller: Client, caller_id: str, timeout: float =
                 return f"{failure.message} {failure.nexus_handler_failure_info.type}"
         await asyncio.sleep(0.05)
     raise AssertionError(f"{caller_id}'s operation was never refused")
+
+
+async def test_a_worker_without_the_api_serves_the_nexus_service_too(
+    caller: Client, temporal_client: Client
+) -> None:
+    """As `warmrun serve --no-api` runs it: the worker alone, its own backlog."""
+    name = "nexus-worker-only"
+    settings = Settings(**{**TEST_SETTINGS, "deployment": name})
+    async with running_worker(temporal_client, load_pipeline(f"{PIPELINES}:sleepy"), settings):
+        endpoint = await ensure_nexus_endpoint(temporal_client, name)
+        answer = await call_by_name(caller, NamedCall(endpoint, {"parameters": {"steps": 2}}))
+
+    assert answer["result"]["outputs"]["steps"] == 2
 
 
 async def test_the_endpoint_is_named_for_the_deployment_and_created_once(
