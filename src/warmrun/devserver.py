@@ -74,10 +74,10 @@ class DevServer:
         host: str = "127.0.0.1",
         port: int = 7233,
         ui_port: int | None = 8233,
+        http_port: int | None = None,
         db_file: Path | None = None,
         namespace: str = "default",
         log_level: str = "warn",
-        http_port: int | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -111,12 +111,12 @@ class DevServer:
             "--log-level",
             self.log_level,
         ]
-        if self.http_port:
-            command += ["--http-port", str(self.http_port)]
         if self.ui_port:
             command += ["--ui-port", str(self.ui_port)]
         else:
             command.append("--headless")
+        if self.http_port:
+            command += ["--http-port", str(self.http_port)]
         if self.db_file:
             self.db_file.parent.mkdir(parents=True, exist_ok=True)
             command += ["--db-filename", str(self.db_file)]

@@ -37,13 +37,12 @@ def build_worker(
     metrics: Metrics | None = None,
     deployment: Deployment | None = None,
 ) -> Worker:
-    """A worker polling the deployment's task queue; every replica builds the same one.
-
-    `deployment` is the one this process serves, when it also serves the API: its
-    Nexus service then shares the API's backlog estimate."""
+    """A worker polling the deployment's task queue; every replica builds the same one."""
     metrics = metrics or Metrics()
     activities = PipelineActivities(pipeline, settings, state, executor, metrics)
     webhooks = WebhookActivities(settings, metrics)
+    # The Nexus service shares the deployment this process serves, when it serves the
+    # API too (one backlog estimate, one draining flag); a worker alone has its own.
     if deployment is None:
         task_queue = task_queue_for(settings.deployment_name(pipeline.name))
         backlog = Backlog(client, task_queue, settings.max_pending_runs)

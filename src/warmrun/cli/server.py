@@ -176,18 +176,18 @@ def dev(
         os.environ["TEMPORAL_ADDRESS"] = server.address
         secret = os.environ.get("WARMRUN_WEBHOOK_SECRET") or _dev_webhook_secret(data_dir)
         settings = _settings(temporal_ui_url=server.ui_url, webhook_secret=secret)
-        endpoint = asyncio.run(_dev_nexus_endpoint(settings.deployment_name(loaded.name)))
         console.print(
             f"[bold green]warmrun dev[/bold green] · pipeline [bold]{loaded.name}[/bold]\n"
             f"  API          http://{host}:{port}  (docs: http://{host}:{port}/docs)\n"
             f"  Temporal UI  {server.ui_url}\n"
             f"  Temporal     {server.address}  (SQLite: {server.db_file})\n"
-            f"  Nexus        endpoint {endpoint} (service warmrun: run, get)\n"
             f"  webhooks     signed with {secret.split(',')[0]}\n"
             f"  try: curl -s -X POST http://{host}:{port}/invoke "
             "-H 'Content-Type: application/json' -H 'Prefer: respond-async' "
             "-d '{\"parameters\": {}}'"
         )
+        endpoint = asyncio.run(_dev_nexus_endpoint(settings.deployment_name(loaded.name)))
+        console.print(f"  Nexus        endpoint {endpoint} (service warmrun: run, get)")
         _serve(loaded, settings, host, port, log_level)
     finally:
         server.stop()
