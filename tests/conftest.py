@@ -39,7 +39,8 @@ TEST_SETTINGS: dict[str, Any] = {
 @pytest.fixture(scope="session")
 async def dev_server() -> AsyncIterator[DevServer]:
     # In memory: fast; the reliability suite has a server of its own on a SQLite file.
-    server = DevServer(port=free_port(), ui_port=None, log_level="error")
+    # The HTTP port is fixed so tests can call Nexus endpoints over HTTP.
+    server = DevServer(port=free_port(), ui_port=None, http_port=free_port(), log_level="error")
     async with server:
         os.environ["TEMPORAL_ADDRESS"] = server.address
         yield server

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from warmrun.devserver import free_port, stop_process
+from warmrun.devserver import free_port, stop_process, temporal_binary
 
 WARMRUN = str(Path(sys.executable).parent / "warmrun")
 
@@ -46,7 +46,9 @@ def running(command: list[str], cwd: Path, env: dict[str, str]) -> Iterator[subp
         stop_process(process, timeout=30)
 
 
-def test_dev_serves_the_bundled_example_with_the_temporal_ui(tmp_path: Path) -> None:
+def test_dev_serves_the_bundled_example_with_the_temporal_ui_and_a_nexus_endpoint(
+    tmp_path: Path,
+) -> None:
     port, temporal_port, ui_port = free_port(), free_port(), free_port()
     command = [
         WARMRUN,
@@ -75,4 +77,21 @@ def test_dev_serves_the_bundled_example_with_the_temporal_ui(tmp_path: Path) -> 
         assert 'warmrun_invocations_total{code="200",mode="sync"} 1.0' in metrics
         assert "temporal_" in metrics  # the SDK's own series, from its runtime telemetry
         assert process.poll() is None
+
+        # The endpoint `warmrun dev` created: the Nexus example calls the deployment
+        # from a namespace of its own, as its docstring says.
+        address = f"127.0.0.1:{temporal_port}"
+        temporal = [str(temporal_binary()), "--address", address]
+        created = [*temporal, "operator", "namespace", "create", "--namespace", "callers"]
+        subprocess.run(created, check=True, capture_output=True, timeout=60)
+        example = subprocess.run(
+            [sys.executable, str(root / "examples" / "nexus_caller.py")],
+            env={**os.environ, "TEMPORAL_ADDRESS": address, "TEMPORAL_NAMESPACE": "callers"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert example.returncode == 0, example.stderr
+        assert "(succeeded)" in example.stdout
+        assert "/namespaces/default/workflows/run_" in example.stdout
     assert process.returncode == 0

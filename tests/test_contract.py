@@ -20,6 +20,7 @@ from warmrun.run import (
     RunStatus,
     checkpoints_from_heartbeat,
     new_run_id,
+    run_id_for_request,
     runs_query,
 )
 
@@ -106,6 +107,19 @@ def test_the_client_loads_no_workflow_or_server_code() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_callers_helpers_load_no_server_code() -> None:
+    """`warmrun.temporal` (with the Nexus service definition) is what other Temporal
+    apps import, in their workflow sandbox: none of the deployment's server side."""
+    code = (
+        "import sys, warmrun.temporal\n"
+        "loaded = [m for m in sys.modules if m.startswith(('warmrun.workflows', "
+        "'warmrun.activities', 'warmrun.api', 'warmrun.services', 'warmrun.nexus', "
+        "'fastapi', 'httpx'))]\n"
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_a_memo_reads_back_as_written() -> None:
     ending = RunEnding(
         RunStatus.SUCCEEDED,
@@ -182,3 +196,12 @@ def test_run_ids_are_url_safe_and_never_look_like_an_option() -> None:
     for run_id in ids:
         assert run_id.startswith("run_") and len(run_id) == 26
         assert all(char.isalnum() or char in "-_" for char in run_id)
+
+
+def test_a_nexus_request_id_names_one_run_id_of_the_usual_shape() -> None:
+    run_id = run_id_for_request("sentiment", "0b6f1c9e-4d1e-4ad7-9f0e-2d3c1a5b7e99")
+    assert run_id == run_id_for_request("sentiment", "0b6f1c9e-4d1e-4ad7-9f0e-2d3c1a5b7e99")
+    assert run_id != run_id_for_request("sentiment", "another request")
+    assert run_id != run_id_for_request("other", "0b6f1c9e-4d1e-4ad7-9f0e-2d3c1a5b7e99")
+    assert run_id.startswith("run_") and len(run_id) == len(new_run_id())
+    assert all(char.isalnum() or char in "-_" for char in run_id)

@@ -74,6 +74,7 @@ class DevServer:
         host: str = "127.0.0.1",
         port: int = 7233,
         ui_port: int | None = 8233,
+        http_port: int | None = None,
         db_file: Path | None = None,
         namespace: str = "default",
         log_level: str = "warn",
@@ -81,6 +82,8 @@ class DevServer:
         self.host = host
         self.port = port
         self.ui_port = ui_port
+        # The server's HTTP API (Nexus endpoints among it); unset: a random free port.
+        self.http_port = http_port
         self.db_file = db_file
         self.namespace = namespace
         self.log_level = log_level
@@ -112,6 +115,8 @@ class DevServer:
             command += ["--ui-port", str(self.ui_port)]
         else:
             command.append("--headless")
+        if self.http_port:
+            command += ["--http-port", str(self.http_port)]
         if self.db_file:
             self.db_file.parent.mkdir(parents=True, exist_ok=True)
             command += ["--db-filename", str(self.db_file)]

@@ -7,7 +7,8 @@ inputs, heartbeat progress, step checkpoints, failure details), and the memo a r
 carries. Nothing else spells a memo key or a details field by hand.
 
 These shapes are public: any Temporal client (Python or not) starts `PipelineRun`
-with `PipelineRunInput` JSON and reads `PipelineRunResult` and the memo. Fields are
+with `PipelineRunInput` JSON and reads `PipelineRunResult` and the memo, and any
+Nexus caller sends the same JSON to the `warmrun` service's `run` operation. Fields are
 only ever added, with defaults, so an older caller's JSON keeps decoding (Temporal's
 converter ignores unknown fields).
 
@@ -16,7 +17,10 @@ light and the workflow sandbox can pass it through. No postponed annotations: th
 converter resolves these dataclasses' hints wherever it decodes them.
 """
 
+import base64
+import hashlib
 import json
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -89,6 +93,11 @@ TASK_QUEUE_PREFIX = "warmrun-"
 RUN_ID_PREFIX = "run_"
 MAX_RUN_ID_LENGTH = 1000
 """Temporal's limit on a workflow ID: longer ids name no run."""
+NEXUS_SERVICE = "warmrun"
+"""The Nexus service every deployment's worker handles, on the deployment's task queue."""
+NEXUS_RUN_OPERATION = "run"
+NEXUS_GET_OPERATION = "get"
+NEXUS_ENDPOINT_PREFIX = "warmrun-"
 
 # Failure types a run reports, so callers tell its ends apart without parsing messages.
 TIMED_OUT_ERROR = "RunTimedOut"
@@ -118,6 +127,25 @@ def new_run_id(token: str | None = None) -> str:
     of another's. The prefix keeps it from starting with `-`, which CLIs read as an
     option. A workflow passes a deterministic token of its own (`workflow.uuid4().hex`)."""
     return RUN_ID_PREFIX + (token if token is not None else secrets.token_urlsafe(16))
+
+
+def run_id_for_request(deployment: str, request_id: str) -> str:
+    """The run a Nexus start names, derived from its request id: the caller's server
+    keeps that id across the retries of one operation's start, so a retried start
+    finds the run the first one started instead of starting a second. Shaped like
+    `new_run_id`'s (the digest is as unguessable as the request id)."""
+    digest = hashlib.sha256(f"{deployment}\n{request_id}".encode()).digest()
+    return new_run_id(base64.urlsafe_b64encode(digest).decode()[:22])
+
+
+def nexus_endpoint_for(deployment: str) -> str:
+    """The Nexus endpoint `warmrun dev` creates for a deployment. Endpoint names take
+    only letters, digits and inner `-`, so any other run of characters becomes one `-`
+    (`my_pipeline` is `warmrun-my-pipeline`)."""
+    name = re.sub(r"[^A-Za-z0-9]+", "-", deployment).strip("-")
+    if not name:
+        raise ValueError(f"deployment {deployment!r} has no letter or digit to name an endpoint")
+    return NEXUS_ENDPOINT_PREFIX + name
 
 
 def run_summary(pipeline_name: str, run_name: str | None) -> str:
@@ -194,6 +222,13 @@ class PipelineRunInput:
     """The deployment's policy, fixed by the replica that accepts the run. Without it
     (a run started by another Temporal client) the workflow asks its worker for it
     with a local activity."""
+
+
+@dataclass
+class GetRunInput:
+    """Input of the Nexus `get` operation: which run of the deployment to read."""
+
+    run_id: str
 
 
 @dataclass

@@ -15,9 +15,12 @@ from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from warmrun.activities import PipelineActivities, WebhookActivities
+from warmrun.deployment import Deployment
 from warmrun.metrics import Metrics
+from warmrun.nexus import RunsNexusHandler
 from warmrun.pipeline import Pipeline
 from warmrun.run import task_queue_for
+from warmrun.services.backlog import Backlog
 from warmrun.settings import Settings
 from warmrun.workflows import PipelineRun, WebhookDelivery
 
@@ -32,11 +35,18 @@ def build_worker(
     state: Any = None,
     executor: ThreadPoolExecutor | None = None,
     metrics: Metrics | None = None,
+    deployment: Deployment | None = None,
 ) -> Worker:
     """A worker polling the deployment's task queue; every replica builds the same one."""
     metrics = metrics or Metrics()
     activities = PipelineActivities(pipeline, settings, state, executor, metrics)
     webhooks = WebhookActivities(settings, metrics)
+    # The Nexus service shares the deployment this process serves, when it serves the
+    # API too (one backlog estimate, one draining flag); a worker alone has its own.
+    if deployment is None:
+        task_queue = task_queue_for(settings.deployment_name(pipeline.name))
+        backlog = Backlog(client, task_queue, settings.max_pending_runs)
+        deployment = Deployment(pipeline, settings, client, backlog, metrics)
     return Worker(
         client,
         task_queue=task_queue_for(settings.deployment_name(pipeline.name)),
@@ -51,6 +61,7 @@ def build_worker(
             activities.run_pipeline,
             webhooks.deliver_webhook,
         ],
+        nexus_service_handlers=[RunsNexusHandler(deployment)],
         max_concurrent_activities=settings.max_concurrent_runs,
         # Progress reaches the server this often at most, whatever the heartbeat timeout.
         max_heartbeat_throttle_interval=timedelta(seconds=settings.progress_interval),
@@ -61,7 +72,11 @@ def build_worker(
 
 @asynccontextmanager
 async def running_worker(
-    client: Client, pipeline: Pipeline, settings: Settings, metrics: Metrics | None = None
+    client: Client,
+    pipeline: Pipeline,
+    settings: Settings,
+    metrics: Metrics | None = None,
+    deployment: Deployment | None = None,
 ) -> AsyncIterator[Worker]:
     """Warm up (`init()`), run the worker until the block exits, then `cleanup(state)`."""
     state = await _call(pipeline.init) if pipeline.init else None
@@ -69,7 +84,13 @@ async def running_worker(
         max_workers=settings.max_concurrent_runs, thread_name_prefix=f"warmrun-{pipeline.name}"
     )
     worker = build_worker(
-        client, pipeline, settings, state=state, executor=executor, metrics=metrics
+        client,
+        pipeline,
+        settings,
+        state=state,
+        executor=executor,
+        metrics=metrics,
+        deployment=deployment,
     )
     polling = asyncio.create_task(worker.run(), name="warmrun-worker")
     logger.info("worker polling task queue %s", worker.task_queue)

@@ -68,7 +68,7 @@ def create_app(
             stack.push_async_callback(deployment.feeds.close)
             if settings.run_worker:
                 deployment.worker = await stack.enter_async_context(
-                    running_worker(temporal, pipeline, settings, metrics)
+                    running_worker(temporal, pipeline, settings, metrics, deployment)
                 )
             app.state.deployment = deployment
             # What start-up made (modules, schemas, the warm state) lives as long as the

@@ -15,6 +15,7 @@ from rich.console import Console
 from warmrun.api import create_app
 from warmrun.connection import connect
 from warmrun.devserver import DevServer
+from warmrun.nexus import ensure_nexus_endpoint
 from warmrun.pipeline import Pipeline, PipelineLoadError, load_pipeline
 from warmrun.server import serve_app
 from warmrun.settings import Settings
@@ -142,6 +143,14 @@ def serve(
     _serve(_load(pipeline), settings, host, port, log_level)
 
 
+async def _dev_nexus_endpoint(deployment: str) -> str:
+    """Make the dev deployment callable over Nexus from any namespace at once."""
+    try:
+        return await ensure_nexus_endpoint(await connect(), deployment)
+    except ValueError as err:  # a deployment name no endpoint name can carry
+        return f"none ({err})"
+
+
 def dev(
     pipeline: Annotated[
         str | None, typer.Argument(help="Pipeline to serve; default: the bundled example.")
@@ -177,6 +186,8 @@ def dev(
             "-H 'Content-Type: application/json' -H 'Prefer: respond-async' "
             "-d '{\"parameters\": {}}'"
         )
+        endpoint = asyncio.run(_dev_nexus_endpoint(settings.deployment_name(loaded.name)))
+        console.print(f"  Nexus        endpoint {endpoint} (service warmrun: run, get)")
         _serve(loaded, settings, host, port, log_level)
     finally:
         server.stop()

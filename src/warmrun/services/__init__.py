@@ -4,7 +4,8 @@ Domain in, domain out, like a FastAPI app's `crud.py`: each module does one job 
 the runs Temporal holds and raises the exceptions of `errors`; the HTTP layer
 (`warmrun.api`) turns their results into answers and their errors into problems.
 
-- `start`: start a run (or find the one its Idempotency-Key names)
+- `start`: start a run (or find the one its Idempotency-Key names); the start
+  options every entry point (the HTTP API, the Nexus service) starts a run with
 - `read`: read one run, and wait for one to end
 - `listing`: list a deployment's runs
 - `cancel`: ask a run to stop

@@ -1,10 +1,16 @@
-"""Starting a run: its run_id, its workflow, and what makes a start safe to retry."""
+"""Starting a run: its run_id, its workflow, and what makes a start safe to retry.
+
+The HTTP API starts runs with `start_run`; the Nexus `run` operation builds the same
+`RunStart` (`run_start`), passes the same checks (`check_request`) and the same
+backlog (`start_admitted`), and starts it through its operation context.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pydantic_core
 from temporalio.client import WorkflowExecutionDescription
@@ -15,6 +21,7 @@ from warmrun.deployment import Deployment
 from warmrun.run import PipelineRunInput, RunMemo, RunStatus, new_run_id, run_summary
 from warmrun.services import idempotency
 from warmrun.services.errors import (
+    BacklogFull,
     CallbackRefused,
     IdempotencyKeyReused,
     ReplicaDraining,
@@ -28,6 +35,8 @@ from warmrun.workflows import PipelineRun
 DRAINING_RETRY_AFTER = 2
 STATIC_DETAILS_LIMIT = 4000
 """Characters of the parameters shown in the Temporal UI's details of a run."""
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -72,10 +81,7 @@ async def start_run(
     A caller that waits for the result gets eager start (the first workflow task runs
     here, saving a round trip); an async accept does not, since running that task inline
     would only delay the 202."""
-    if deployment.draining:
-        raise ReplicaDraining(DRAINING_RETRY_AFTER)
-    if request.callback_url:
-        await _check_callback(deployment, request.callback_url)
+    await check_request(deployment, request)
     if idempotency_key is None:
         async with deployment.backlog.admission() as admission:
             run = await _start(deployment, request, new_run_id(), None, eager=caller_waits)
@@ -105,15 +111,49 @@ async def start_run(
     return await _same_request(await describe_run(deployment, run_id), fingerprint, request, run)
 
 
-async def _start(
+@dataclass(frozen=True)
+class RunStart:
+    """How a run's workflow is started: its input and its start options. Every entry
+    point starts runs from one (the HTTP API through its client, the Nexus `run`
+    operation through its operation context), so a run reads the same in the API, its
+    memo and the Temporal UI however it was started."""
+
+    input: PipelineRunInput
+    run_id: str
+    task_queue: str
+    execution_timeout: timedelta
+    id_reuse_policy: WorkflowIDReusePolicy
+    memo: dict[str, Any]
+    static_summary: str
+    static_details: str
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments of `start_workflow`, a client's or a Nexus context's."""
+        return {
+            "id": self.run_id,
+            "task_queue": self.task_queue,
+            "execution_timeout": self.execution_timeout,
+            # A second start of a run that is going on joins it: a concurrent
+            # Idempotency-Key duplicate, or a Nexus start retried with its request id.
+            "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
+            "id_reuse_policy": self.id_reuse_policy,
+            "memo": self.memo,
+            "static_summary": self.static_summary,
+            "static_details": self.static_details,
+        }
+
+
+def run_start(
     deployment: Deployment,
     request: RunRequest,
     run_id: str,
-    fingerprint: str | None,
     *,
+    fingerprint: str | None = None,
     replace: bool = False,
-    eager: bool = False,
-) -> StartedRun:
+) -> RunStart:
+    """The start of run `run_id` for `request`, under the deployment's policy.
+    `fingerprint` is an Idempotency-Key's request fingerprint: with it, an ended run
+    of that id is not started again unless `replace` says its key expired."""
     settings = deployment.settings
     policy = deployment.run_policy
     budget = policy.budget(request.timeout)
@@ -124,10 +164,8 @@ async def _start(
         callback_events=request.callback_events,
         request_fingerprint=fingerprint,
     )
-    created_at = datetime.now(UTC)
-    handle = await deployment.client.start_workflow(
-        PipelineRun.run,
-        PipelineRunInput(
+    return RunStart(
+        input=PipelineRunInput(
             parameters=request.parameters,
             run_name=request.run_name,
             timeout=budget,
@@ -135,12 +173,11 @@ async def _start(
             callback_events=list(dict.fromkeys(request.callback_events or ())) or None,
             policy=policy,
         ),
-        id=run_id,
+        run_id=run_id,
         task_queue=deployment.task_queue,
         # A backstop only: the workflow's own timer ends the run at its budget and waits
         # for the pipeline to stop; this bounds a run whose worker never answers again.
         execution_timeout=timedelta(seconds=budget + settings.cancel_grace * 2),
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=(
             WorkflowIDReusePolicy.ALLOW_DUPLICATE
             if replace or fingerprint is None
@@ -149,6 +186,51 @@ async def _start(
         memo=memo.to_memo(),
         static_summary=run_summary(policy.pipeline_name, request.run_name),
         static_details=_parameters_details(request.parameters),
+    )
+
+
+async def check_request(deployment: Deployment, request: RunRequest) -> None:
+    """Refuse at once what would not start well: a start on a replica shutting down,
+    a callback_url that may not be called."""
+    if deployment.draining:
+        raise ReplicaDraining(DRAINING_RETRY_AFTER)
+    if request.callback_url:
+        await _check_callback(deployment, request.callback_url)
+
+
+async def start_admitted(
+    deployment: Deployment, run_id: str, start: Callable[[], Awaitable[T]]
+) -> T:
+    """Start a run whose id the caller derived (from a Nexus request id) once the
+    backlog lets it in. A full backlog does not refuse a run that exists already: that
+    start is a retry of one that got in, and refusing it would keep its caller
+    retrying while the run goes on."""
+    try:
+        async with deployment.backlog.admission() as admission:
+            started = await start()
+            admission.started(run_id)
+            return started
+    except BacklogFull:
+        if await _existing(deployment, run_id) is None:
+            raise
+    return await start()
+
+
+async def _start(
+    deployment: Deployment,
+    request: RunRequest,
+    run_id: str,
+    fingerprint: str | None,
+    *,
+    replace: bool = False,
+    eager: bool = False,
+) -> StartedRun:
+    start = run_start(deployment, request, run_id, fingerprint=fingerprint, replace=replace)
+    created_at = datetime.now(UTC)
+    handle = await deployment.client.start_workflow(
+        PipelineRun.run,
+        start.input,
+        **start.options(),
         request_eager_start=eager and deployment.worker is not None,
     )
     return StartedRun(run_id, created_at, request, handle.result_run_id)
