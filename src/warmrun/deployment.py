@@ -3,12 +3,14 @@
 The one object the HTTP layer and the run services share: the pipeline, the
 settings, the Temporal client, the backlog estimate, the worker (when this process
 executes runs) and whether the process is draining. Everything a request needs about
-"where runs of this deployment live" is derived here, once.
+"where runs of this deployment live" (and which version of it this replica is) is
+derived here, once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -18,6 +20,7 @@ from warmrun.pipeline import Pipeline
 from warmrun.run import RunPolicy, task_queue_for, temporal_ui_url
 from warmrun.services.backlog import Backlog
 from warmrun.settings import Settings
+from warmrun.versioning import ReplicaVersion, replica_version
 
 
 @dataclass
@@ -38,6 +41,11 @@ class Deployment:
     @property
     def task_queue(self) -> str:
         return task_queue_for(self.name)
+
+    @cached_property
+    def version(self) -> ReplicaVersion:
+        """The Worker Deployment version this replica's code is (its worker's, if it has one)."""
+        return replica_version(self.pipeline, self.settings)
 
     @property
     def namespace(self) -> str:
