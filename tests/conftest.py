@@ -55,15 +55,19 @@ ServeFn = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 @pytest.fixture(scope="session")
 def serve(temporal_client: Client) -> ServeFn:
-    """`async with serve("sleepy", deployment=...) as http:` a live deployment."""
+    """`async with serve("sleepy", deployment=...) as http:` a live deployment. Replicas
+    share the session's client unless given their own (as processes have: eager start
+    hands a run's first task to a worker of the starting client)."""
 
     @asynccontextmanager
-    async def serving(pipeline: str, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async def serving(
+        pipeline: str, *, client: Client | None = None, **settings: Any
+    ) -> AsyncIterator[httpx.AsyncClient]:
         reference = pipeline if ":" in pipeline else f"{PIPELINES}:{pipeline}"
         app = create_app(
             load_pipeline(reference),
             Settings(**{**TEST_SETTINGS, **settings}),
-            client=temporal_client,
+            client=client or temporal_client,
         )
         port = free_port()
         server = uvicorn.Server(

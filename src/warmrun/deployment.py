@@ -20,7 +20,7 @@ from warmrun.pipeline import Pipeline
 from warmrun.run import RunPolicy, task_queue_for, temporal_ui_url
 from warmrun.services.backlog import Backlog
 from warmrun.settings import Settings
-from warmrun.versioning import ReplicaVersion, replica_version
+from warmrun.versioning import CurrentVersionCache, ReplicaVersion, replica_version
 
 
 @dataclass
@@ -46,6 +46,15 @@ class Deployment:
     def version(self) -> ReplicaVersion:
         """The Worker Deployment version this replica's code is (its worker's, if it has one)."""
         return replica_version(self.pipeline, self.settings)
+
+    @cached_property
+    def _current_version(self) -> CurrentVersionCache:
+        return CurrentVersionCache(self.client, self.version)
+
+    async def may_start_eagerly(self) -> bool:
+        """Eager start hands a run's first task to this process's worker, bypassing the
+        routing to the current version: only while this version is current."""
+        return self.worker is not None and await self._current_version.is_current()
 
     @property
     def namespace(self) -> str:

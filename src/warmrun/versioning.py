@@ -163,6 +163,13 @@ def replica_version(pipeline: Pipeline, settings: Settings) -> ReplicaVersion:
 # --- the deployment's current version --------------------------------------------------
 
 
+_LOOK_AGAIN = (
+    RPCStatusCode.NOT_FOUND,  # no worker of this version (or deployment) has polled yet
+    RPCStatusCode.FAILED_PRECONDITION,  # the deployment changed since it was described
+    RPCStatusCode.RESOURCE_EXHAUSTED,  # "too many requests issued to Worker Deployment"
+)
+
+
 async def make_current(
     client: Client,
     version: ReplicaVersion,
@@ -173,11 +180,17 @@ async def make_current(
     """Make this replica's version the deployment's current one, once its worker has
     polled. Without `take_over`, only a deployment that never had a current version
     gets one (the first replica of a new deployment); an operator's choice, including
-    "unversioned", is kept."""
+    "unversioned", is kept. Setting the current version goes with the conflict token of
+    the description it was decided on, so replicas starting at once settle on one."""
     deadline = time.monotonic() + timeout
+    pause = 0.05
     while True:
-        described = await _describe_deployment(client, version.deployment_name)
-        if described is not None:
+        try:
+            described = await client.workflow_service.describe_worker_deployment(
+                DescribeWorkerDeploymentRequest(
+                    namespace=client.namespace, deployment_name=version.deployment_name
+                )
+            )
             routing = described.worker_deployment_info.routing_config
             if routing.current_deployment_version.build_id == version.build_id:
                 return Promotion.ALREADY_CURRENT
@@ -185,14 +198,16 @@ async def make_current(
                 return Promotion.KEPT
             if _registered(described, version.build_id):
                 previous = await _set_current(client, version, described.conflict_token)
-                if previous is not None:
-                    logger.info(
-                        "build %s is now the current version of %s (was: %s)",
-                        version.build_id,
-                        version.deployment_name,
-                        previous or "none",
-                    )
-                    return Promotion.PROMOTED
+                logger.info(
+                    "build %s is now the current version of %s (was: %s)",
+                    version.build_id,
+                    version.deployment_name,
+                    previous or "none",
+                )
+                return Promotion.PROMOTED
+        except RPCError as err:
+            if err.status not in _LOOK_AGAIN:
+                raise
         if time.monotonic() > deadline:
             raise VersioningError(
                 f"build {version.build_id} of Worker Deployment {version.deployment_name} "
@@ -200,20 +215,8 @@ async def make_current(
                 f"make it current with `temporal worker deployment set-current-version "
                 f"--deployment-name {version.deployment_name} --build-id {version.build_id}`"
             )
-        await asyncio.sleep(0.1)
-
-
-async def _describe_deployment(
-    client: Client, name: str
-) -> DescribeWorkerDeploymentResponse | None:
-    try:
-        return await client.workflow_service.describe_worker_deployment(
-            DescribeWorkerDeploymentRequest(namespace=client.namespace, deployment_name=name)
-        )
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:  # no worker of it has polled yet
-            return None
-        raise
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 1.0)
 
 
 def _registered(described: DescribeWorkerDeploymentResponse, build_id: str) -> bool:
@@ -223,23 +226,17 @@ def _registered(described: DescribeWorkerDeploymentResponse, build_id: str) -> b
     )
 
 
-async def _set_current(client: Client, version: ReplicaVersion, token: bytes) -> str | None:
-    """The previous current build id ("" for none); None if the deployment changed since
-    it was described (another replica or an operator was quicker: look again)."""
-    try:
-        response = await client.workflow_service.set_worker_deployment_current_version(
-            SetWorkerDeploymentCurrentVersionRequest(
-                namespace=client.namespace,
-                deployment_name=version.deployment_name,
-                build_id=version.build_id,
-                conflict_token=token,
-                identity=PROMOTER_IDENTITY,
-            )
+async def _set_current(client: Client, version: ReplicaVersion, token: bytes) -> str:
+    """The build id that was current before ("" for none)."""
+    response = await client.workflow_service.set_worker_deployment_current_version(
+        SetWorkerDeploymentCurrentVersionRequest(
+            namespace=client.namespace,
+            deployment_name=version.deployment_name,
+            build_id=version.build_id,
+            conflict_token=token,
+            identity=PROMOTER_IDENTITY,
         )
-    except RPCError as err:
-        if err.status in (RPCStatusCode.FAILED_PRECONDITION, RPCStatusCode.NOT_FOUND):
-            return None
-        raise
+    )
     return response.previous_deployment_version.build_id
 
 
@@ -284,6 +281,38 @@ async def version_state(client: Client, version: ReplicaVersion) -> VersionState
         current=status == WorkerDeploymentVersionStatus.WORKER_DEPLOYMENT_VERSION_STATUS_CURRENT,
         drained=status in _DRAINED_STATUSES,
     )
+
+
+class CurrentVersionCache:
+    """Whether this replica's version is current, at most `max_age` seconds late.
+
+    For eager workflow start: the server hands the first workflow task of an eagerly
+    started run to the starting process's worker whatever its version, and the run is
+    then pinned to it. So a replica may start runs eagerly only while its version is
+    current: in the `max_age` after another version becomes current, a sync run accepted
+    here still executes here, on the version that was current when it arrived."""
+
+    def __init__(self, client: Client, version: ReplicaVersion, max_age: float = 1.0) -> None:
+        self._client = client
+        self._version = version
+        self._max_age = max_age
+        self._current = False
+        self._checked_at = -max_age
+        self._lock = asyncio.Lock()
+
+    async def is_current(self) -> bool:
+        if not self._version.versioned:
+            return True
+        if time.monotonic() - self._checked_at > self._max_age:
+            async with self._lock:  # one look for all the requests that need it
+                if time.monotonic() - self._checked_at > self._max_age:
+                    try:
+                        state = await version_state(self._client, self._version)
+                    except RPCError:
+                        state = None
+                    self._current = state is not None and state.current
+                    self._checked_at = time.monotonic()
+        return self._current
 
 
 @dataclass(frozen=True)

@@ -70,8 +70,9 @@ async def start_run(
     returns, the run exists durably on the Temporal server.
 
     A caller that waits for the result gets eager start (the first workflow task runs
-    here, saving a round trip); an async accept does not, since running that task inline
-    would only delay the 202."""
+    here, saving a round trip) while this replica's version is current, as eager start
+    bypasses the routing of new runs to the current version; an async accept does not,
+    since running that task inline would only delay the 202."""
     if deployment.draining:
         raise ReplicaDraining(DRAINING_RETRY_AFTER)
     if request.callback_url:
@@ -149,7 +150,7 @@ async def _start(
         memo=memo.to_memo(),
         static_summary=run_summary(policy.pipeline_name, request.run_name),
         static_details=_parameters_details(request.parameters),
-        request_eager_start=eager and deployment.worker is not None,
+        request_eager_start=eager and await deployment.may_start_eagerly(),
     )
     return StartedRun(run_id, created_at, request, handle.result_run_id)
 
