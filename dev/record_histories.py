@@ -1,6 +1,6 @@
 """Record the replay histories the tests replay (`tests/histories/`, issue 17).
 
-    .venv/bin/python -m dev.record_histories [--out tests/histories]
+    .venv/bin/python -m dev.record_histories [--tag 0.2.0] [--out tests/histories]
 
 Starts a dev server and real `warmrun serve` processes of the test pipelines, makes
 one run of each kind a deployment sees (succeeded, failed, cancelled, timed out,
@@ -8,8 +8,8 @@ resumed after its replica was SIGKILLed, with webhooks, started by another Tempo
 client), and writes each workflow's history as `temporal workflow show -o json` does.
 
 Record new histories when a change to `PipelineRun` or `WarmrunWebhookDelivery` is
-released: keep the old files (runs recorded by the old code may still be open
-somewhere) and add the new ones under new names. tests/test_replay.py replays every
+released, with `--tag` (files `<kind>-<tag>.json`): keep the old files, since runs
+the old code started may still be open somewhere. tests/test_replay.py replays every
 file with today's code, so an incompatible change fails CI.
 """
 
@@ -221,12 +221,13 @@ async def record(scratch: Path) -> dict[str, bytes]:
     return histories
 
 
-def main(out: Path) -> None:
+def main(out: Path, tag: str | None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         histories = asyncio.run(record(Path(scratch)))
     out.mkdir(parents=True, exist_ok=True)
     for name, history in histories.items():
-        (out / f"{name}.json").write_bytes(history)
+        stem = f"{name}-{tag}" if tag else name
+        (out / f"{stem}.json").write_bytes(history)
         events = json.loads(history)["events"]
         print(f"{name}: {len(events)} events, ending {events[-1]['eventType']}")
 
@@ -234,4 +235,6 @@ def main(out: Path) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=OUT, help="where the JSON files go")
-    main(parser.parse_args().out)
+    parser.add_argument("--tag", help="appended to the file names, e.g. the release")
+    arguments = parser.parse_args()
+    main(arguments.out, arguments.tag)
