@@ -134,6 +134,48 @@ async def test_a_pinned_run_without_a_worker_of_its_build_waits_queued_until_mov
         assert run["waiting_for"] is None
 
 
+async def test_a_stranded_run_takes_even_its_cancel_only_on_a_worker_of_its_build(
+    serve: ServeFn, temporal_client: Client, dev_server: DevServer
+) -> None:
+    async with serve("sleepy", deployment="stranded-cancel", build_id="gone"):
+        pass
+    async with serve("sleepy", deployment="stranded-cancel", build_id="live", promote=True) as http:
+        handle = await temporal_client.start_workflow(
+            "PipelineRun",
+            PipelineRunInput(parameters={"seconds": 30}),
+            id=f"stranded-cancel-{time.monotonic_ns()}",
+            task_queue=task_queue_for("stranded-cancel"),
+            versioning_override=PinnedVersioningOverride(
+                WorkerDeploymentVersion(worker_deployment_for("stranded-cancel"), "gone")
+            ),
+        )
+        assert (await http.delete(f"/runs/{handle.id}")).status_code == 202
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            run = (await http.get(f"/runs/{handle.id}")).json()
+            assert (run["status"], run["cancel_requested"]) == ("queued", True), run
+            await asyncio.sleep(0.2)
+
+        # Every open run of the build at once, as the README documents it.
+        await temporal_cli(
+            dev_server,
+            "workflow",
+            "update-options",
+            "--query",
+            "TemporalWorkerDeploymentVersion='warmrun-stranded-cancel:gone' "
+            "AND ExecutionStatus='Running'",
+            "--yes",
+            "--versioning-override-behavior",
+            "pinned",
+            "--versioning-override-deployment-name",
+            "warmrun-stranded-cancel",
+            "--versioning-override-build-id",
+            "live",
+        )
+        run = await wait_for_status(http, handle.id, {"cancelled"})
+        assert run["build_id"] == "live"
+
+
 async def test_two_first_versions_starting_at_once_agree_on_one_current(serve: ServeFn) -> None:
     first = serve("sleepy", deployment="first-two", build_id="a")
     second = serve("sleepy", deployment="first-two", build_id="b")
