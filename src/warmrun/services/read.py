@@ -5,7 +5,8 @@ activity, heartbeat details) while a run is open; once it is closed, the `RunEnd
 its workflow wrote into the memo (plus its close event for outputs too large for a
 memo), or its history when that ending is incomplete. So a read is one Temporal call
 in the common cases, no query is sent (status reads work while no worker is
-running), and the API keeps no run table of its own.
+running), and the API keeps no run table of its own. The version a run executes on
+(`build_id`) is in the same description (`warmrun.versioning.run_version`).
 
 Waiting for a run's end (a sync invocation) reads the same close event, so the
 answer a caller waited for and the run resource read later say the same.
