@@ -192,9 +192,18 @@ async def make_current(
                 )
             )
             routing = described.worker_deployment_info.routing_config
-            if routing.current_deployment_version.build_id == version.build_id:
+            current = routing.current_deployment_version.build_id
+            if current == version.build_id:
+                logger.info("build %s is the current version", version.build_id)
                 return Promotion.ALREADY_CURRENT
             if not take_over and routing.HasField("current_version_changed_time"):
+                logger.info(
+                    "build %s is not the current version of %s (%s is): new runs execute "
+                    "there until this one is promoted",
+                    version.build_id,
+                    version.deployment_name,
+                    current or "unversioned",
+                )
                 return Promotion.KEPT
             if _registered(described, version.build_id):
                 previous = await _set_current(client, version, described.conflict_token)

@@ -90,7 +90,7 @@ async def running_worker(
     try:
         if version.versioned:
             promoting = make_current(client, version, take_over=settings.promote)
-            logger.info("build %s: %s", version.build_id, await _while_polling(polling, promoting))
+            await _while_polling(polling, promoting)
         yield worker
     finally:
         await worker.shutdown()
