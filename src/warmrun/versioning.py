@@ -16,6 +16,9 @@ Deployment, so that new pipeline code rolls out while runs are in flight.
   later ones become current with `--promote` (or `temporal worker deployment
   set-current-version`). Either waits until this replica's worker has polled, since
   Temporal knows a version only from its pollers.
+- Eager workflow start bypasses that routing, so a replica starts runs eagerly only
+  while its version is current (`CurrentVersionCache`); webhook deliveries are
+  warmrun's own code and always auto-upgrade (`workflows/webhook_delivery.py`).
 
 The Python SDK (1.35) has no client API for Worker Deployments: the raw RPCs of
 `client.workflow_service` are used, with the deployment's conflict token, so that two
