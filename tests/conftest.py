@@ -56,8 +56,9 @@ ServeFn = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 @pytest.fixture(scope="session")
 def serve(temporal_client: Client) -> ServeFn:
-    """`async with serve("sleepy", deployment=...) as http:` a live deployment
-    (`client=` serves it with another client of the dev server)."""
+    """`async with serve("sleepy", deployment=...) as http:` a live deployment. Replicas
+    share the session's client unless given their own (as processes have: eager start
+    hands a run's first task to a worker of the starting client)."""
 
     @asynccontextmanager
     async def serving(

@@ -95,3 +95,52 @@ def test_dev_serves_the_bundled_example_with_the_temporal_ui_and_a_nexus_endpoin
         assert "(succeeded)" in example.stdout
         assert "/namespaces/default/workflows/run_" in example.stdout
     assert process.returncode == 0
+
+
+def test_dev_restarted_with_edited_code_takes_over_as_a_new_version(tmp_path: Path) -> None:
+    pipeline = tmp_path / "edited.py"
+    port, temporal_port = free_port(), free_port()
+    command = [
+        WARMRUN,
+        "dev",
+        f"{pipeline}:edited",
+        "--port",
+        str(port),
+        "--temporal-port",
+        str(temporal_port),
+        "--ui-port",
+        str(free_port()),
+        "--data-dir",
+        str(tmp_path / ".warmrun"),
+    ]
+    url = f"http://127.0.0.1:{port}"
+    builds = []
+    for version in ("before", "after"):
+        pipeline.write_text(f"def edited() -> dict:\n    return {{'code': {version!r}}}\n")
+        env = {**os.environ, "TEMPORAL_ADDRESS": ""}
+        with running(command, cwd=tmp_path, env=env) as process:
+            wait_until_ready(url, process)
+            answer = httpx.post(f"{url}/invoke", json={}, timeout=30)
+            info = httpx.get(f"{url}/info", timeout=10).json()
+        assert answer.json()["outputs"] == {"code": version}, answer.text
+        assert info["current"] is True
+        builds.append(info["build_id"])
+    assert builds[0] != builds[1]
+
+
+def test_serve_refuses_settings_it_cannot_version_with(tmp_path: Path) -> None:
+    pipeline = f"{Path(__file__).parent / 'pipelines.py'}:echo"
+    for extra_env, flags, message in (
+        ({}, ["--build-id", "has space"], "WARMRUN_BUILD_ID"),
+        ({"WARMRUN_DEPLOYMENT": "my.pipeline"}, [], "contains '.'"),
+        ({"WARMRUN_VERSIONING": "sometimes"}, [], "WARMRUN_VERSIONING"),
+    ):
+        result = subprocess.run(
+            [WARMRUN, "serve", pipeline, "--port", str(free_port()), *flags],
+            env={**os.environ, **extra_env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, result.stderr
+        assert message in result.stdout + result.stderr

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import httpx
 
+from conftest import PIPELINES
+from warmrun.pipeline import load_pipeline
+from warmrun.versioning import default_build_id
+
 
 async def test_health_and_ready(sleepy: httpx.AsyncClient) -> None:
     assert (await sleepy.get("/health")).json() == {"status": "ok"}
@@ -14,6 +18,7 @@ async def test_health_and_ready(sleepy: httpx.AsyncClient) -> None:
         "temporal": True,
         "worker": True,
         "draining": False,
+        "drained": False,  # its version is current
         "detail": None,
     }
 
@@ -32,6 +37,12 @@ async def test_info_describes_the_pipeline_and_its_temporal_home(
     assert "ctx" not in properties
     assert info["parameters_schema"]["additionalProperties"] is False
     assert set(info["versions"]) == {"warmrun", "temporalio", "python"}
+    # The first version of a deployment makes itself current.
+    assert info["worker_deployment"] == "warmrun-sleepy"
+    assert info["build_id"] == default_build_id(load_pipeline(f"{PIPELINES}:sleepy"))
+    assert info["versioning"] == "pinned"
+    assert info["current"] is True
+    assert info["drained"] is False
 
 
 async def test_docs_and_openapi_show_the_typed_parameters(sleepy: httpx.AsyncClient) -> None:

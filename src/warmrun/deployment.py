@@ -3,13 +3,14 @@
 The one object the HTTP layer and the run services share: the pipeline, the
 settings, the Temporal client, the backlog estimate, the run feeds of the event
 streams, the worker (when this process executes runs) and whether the process is
-draining. Everything a request needs about
-"where runs of this deployment live" is derived here, once.
+draining. Everything a request needs about "where runs of this deployment live" (and
+which version of it this replica is) is derived here, once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -20,6 +21,7 @@ from warmrun.run import RunPolicy, task_queue_for, temporal_ui_url
 from warmrun.services.backlog import Backlog
 from warmrun.services.watch import RunFeeds
 from warmrun.settings import Settings
+from warmrun.versioning import CurrentVersionCache, ReplicaVersion, replica_version
 
 
 @dataclass
@@ -44,6 +46,20 @@ class Deployment:
     @property
     def task_queue(self) -> str:
         return task_queue_for(self.name)
+
+    @cached_property
+    def version(self) -> ReplicaVersion:
+        """The Worker Deployment version this replica's code is (its worker's, if it has one)."""
+        return replica_version(self.pipeline, self.settings)
+
+    @cached_property
+    def _current_version(self) -> CurrentVersionCache:
+        return CurrentVersionCache(self.client, self.version)
+
+    async def may_start_eagerly(self) -> bool:
+        """Eager start hands a run's first task to this process's worker, bypassing the
+        routing to the current version: only while this version is current."""
+        return self.worker is not None and await self._current_version.is_current()
 
     @property
     def namespace(self) -> str:

@@ -88,6 +88,17 @@ class Run(_Snapshot):
         "(or a warmrun reason such as `RunTimedOut`, `WorkerLost`) and its message.",
     )
     webhook: RunWebhook | None = None
+    build_id: str | None = Field(
+        None,
+        description="The deployment version (build id) the run executes on, or an operator "
+        "pinned it to; null until a versioned worker first took it, and for unversioned "
+        "workers. Listed ended runs leave it out: `GET /runs/{id}` has it.",
+    )
+    waiting_for: str | None = Field(
+        None,
+        description="Why a queued run waits: a pinned run executes only on a worker of its "
+        "own build. If none is left, start one or move the run (README, Upgrades).",
+    )
     links: RunLinks | None = None
 
     @property

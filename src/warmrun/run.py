@@ -117,6 +117,12 @@ def task_queue_for(deployment: str) -> str:
     return f"{TASK_QUEUE_PREFIX}{deployment}"
 
 
+def worker_deployment_for(deployment: str) -> str:
+    """The Temporal Worker Deployment whose versions are the deployment's builds; named
+    like its task queue, so that the UI's Deployments page and task queue agree."""
+    return f"{TASK_QUEUE_PREFIX}{deployment}"
+
+
 def deployment_of(task_queue: str) -> str:
     """The deployment whose replicas poll `task_queue`."""
     return task_queue.removeprefix(TASK_QUEUE_PREFIX)

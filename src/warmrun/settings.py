@@ -7,10 +7,20 @@ API keys), so the dev server, a self-hosted cluster and Temporal Cloud work unch
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from pydantic import Field, PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from warmrun.run import RunPolicy
+
+
+class Versioning(StrEnum):
+    """`WARMRUN_VERSIONING`: how runs follow the deployment's versions (`warmrun.versioning`)."""
+
+    PINNED = "pinned"
+    AUTO_UPGRADE = "auto-upgrade"
+    OFF = "off"
 
 
 class Settings(BaseSettings):
@@ -101,6 +111,24 @@ class Settings(BaseSettings):
     )
     temporal_ui_url: str = Field(
         "http://localhost:8233", description="Base URL of the Temporal UI, for links."
+    )
+    build_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="This replica's version in the deployment's Temporal Worker Deployment; "
+        "default: a hash of the pipeline's source file, its name and warmrun's version.",
+    )
+    versioning: Versioning = Field(
+        Versioning.PINNED,
+        description="`pinned`: a run executes only on the version that started it; "
+        "`auto-upgrade`: runs move to the current version; `off`: an unversioned worker.",
+    )
+    promote: bool = Field(
+        False,
+        description="Make this replica's version current once its worker polls (the first "
+        "version of a new deployment always becomes current).",
     )
     run_worker: bool = Field(True, description="Execute runs in this process.")
     run_api: bool = Field(True, description="Serve the HTTP API from this process.")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -22,9 +22,12 @@ from warmrun.pipeline import Pipeline
 from warmrun.run import task_queue_for
 from warmrun.services.backlog import Backlog
 from warmrun.settings import Settings
+from warmrun.versioning import make_current, replica_version
 from warmrun.workflows import PipelineRun, WebhookDelivery
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def build_worker(
@@ -37,7 +40,8 @@ def build_worker(
     metrics: Metrics | None = None,
     deployment: Deployment | None = None,
 ) -> Worker:
-    """A worker polling the deployment's task queue; every replica builds the same one."""
+    """A worker polling the deployment's task queue, as one version of its Worker
+    Deployment (`warmrun.versioning`); every replica of a build builds the same one."""
     metrics = metrics or Metrics()
     activities = PipelineActivities(pipeline, settings, state, executor, metrics)
     webhooks = WebhookActivities(settings, metrics)
@@ -67,6 +71,7 @@ def build_worker(
         max_heartbeat_throttle_interval=timedelta(seconds=settings.progress_interval),
         default_heartbeat_throttle_interval=timedelta(seconds=settings.progress_interval),
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace),
+        deployment_config=replica_version(pipeline, settings).worker_config(),
     )
 
 
@@ -78,7 +83,10 @@ async def running_worker(
     metrics: Metrics | None = None,
     deployment: Deployment | None = None,
 ) -> AsyncIterator[Worker]:
-    """Warm up (`init()`), run the worker until the block exits, then `cleanup(state)`."""
+    """Warm up (`init()`), run the worker until the block exits, then `cleanup(state)`.
+
+    A versioned worker first makes its version current if asked to (`--promote`) or if
+    the deployment never had one: until then no run of the deployment would execute."""
     state = await _call(pipeline.init) if pipeline.init else None
     executor = ThreadPoolExecutor(
         max_workers=settings.max_concurrent_runs, thread_name_prefix=f"warmrun-{pipeline.name}"
@@ -93,8 +101,17 @@ async def running_worker(
         deployment=deployment,
     )
     polling = asyncio.create_task(worker.run(), name="warmrun-worker")
-    logger.info("worker polling task queue %s", worker.task_queue)
+    version = replica_version(pipeline, settings)
+    logger.info(
+        "worker polling task queue %s as build %s (versioning: %s)",
+        worker.task_queue,
+        version.build_id,
+        version.versioning,
+    )
     try:
+        if version.versioned:
+            promoting = make_current(client, version, take_over=settings.promote)
+            await _while_polling(polling, promoting)
         yield worker
     finally:
         await worker.shutdown()
@@ -102,6 +119,17 @@ async def running_worker(
         executor.shutdown(wait=False, cancel_futures=True)
         if pipeline.cleanup:
             await _call(pipeline.cleanup, state)
+
+
+async def _while_polling(polling: asyncio.Task[None], work: Awaitable[T]) -> T:
+    """Await `work`, unless the worker stops polling first (its error is raised then)."""
+    task = asyncio.ensure_future(work)
+    await asyncio.wait({task, polling}, return_when=asyncio.FIRST_COMPLETED)
+    if not task.done():
+        task.cancel()
+        polling.result()
+        raise RuntimeError("the worker stopped polling")
+    return task.result()
 
 
 async def _call(hook: Callable[..., Any], *args: Any) -> Any:

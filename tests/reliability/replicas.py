@@ -26,7 +26,8 @@ FAST_FAILURE_DETECTION = {
 
 
 class Replica:
-    """One `warmrun serve` process of a deployment, logging to a file."""
+    """One `warmrun serve` process of a deployment, logging to a file. `pipeline` names
+    one in tests/pipelines.py, or is a `path.py:function` reference."""
 
     def __init__(
         self,
@@ -51,7 +52,7 @@ class Replica:
         self.command = [
             WARMRUN,
             "serve",
-            f"{PIPELINES}:{pipeline}",
+            pipeline if ":" in pipeline else f"{PIPELINES}:{pipeline}",
             "--port",
             str(self.port),
             "--log-level",

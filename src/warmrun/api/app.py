@@ -26,6 +26,7 @@ from warmrun.pipeline import Pipeline
 from warmrun.run import task_queue_for
 from warmrun.services.backlog import Backlog
 from warmrun.settings import Settings
+from warmrun.versioning import replica_version
 from warmrun.worker import running_worker
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def create_app(
     given), warms the pipeline up and runs the worker; shutdown drains the worker."""
     settings = settings or Settings()
     deployment_name = settings.deployment_name(pipeline.name)
+    replica_version(pipeline, settings)  # a name Temporal cannot version fails here, not later
     metrics = Metrics()
 
     @asynccontextmanager

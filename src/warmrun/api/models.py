@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from warmrun.pipeline import Pipeline
 from warmrun.resource import Run
 from warmrun.run import RunStatus, WebhookEvent
+from warmrun.settings import Versioning
 
 
 class InvokeRequestBase(BaseModel):
@@ -125,6 +126,12 @@ class Readiness(BaseModel):
     temporal: bool = Field(description="The Temporal server answers.")
     worker: bool | None = Field(description="This process's worker is polling (null: API-only).")
     draining: bool = Field(False, description="Shutting down: no new runs are taken here.")
+    drained: bool | None = Field(
+        None,
+        description="This replica's version is neither current nor has open pinned runs: "
+        "stopping it strands no run (it stays ready). Null: unversioned, or unknown to "
+        "Temporal.",
+    )
     detail: str | None = Field(None, description="Why this replica is not ready.")
 
 
@@ -139,4 +146,21 @@ class DeploymentInfo(BaseModel):
     default_timeout: float
     max_timeout: float
     heartbeat_timeout: float
+    build_id: str = Field(
+        description="This replica's version in the Worker Deployment `worker_deployment`."
+    )
+    worker_deployment: str = Field(description="The Temporal Worker Deployment.")
+    versioning: Versioning = Field(
+        description="`pinned`, `auto-upgrade` or `off` (an unversioned worker)."
+    )
+    current: bool | None = Field(
+        None,
+        description="New runs of the deployment execute on this version. Null: "
+        "unversioned, or unknown to Temporal (no worker of it has polled).",
+    )
+    drained: bool | None = Field(
+        None,
+        description="Neither current nor with open pinned runs: stopping this version's "
+        "replicas strands no run. Temporal rechecks it every few minutes.",
+    )
     versions: dict[str, str]

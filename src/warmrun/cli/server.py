@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from warmrun.api import create_app
@@ -19,6 +20,7 @@ from warmrun.nexus import ensure_nexus_endpoint
 from warmrun.pipeline import Pipeline, PipelineLoadError, load_pipeline
 from warmrun.server import serve_app
 from warmrun.settings import Settings
+from warmrun.versioning import VersioningError, replica_version
 from warmrun.webhooks import new_secret
 from warmrun.worker import running_worker
 
@@ -56,12 +58,33 @@ HeartbeatOpt = Annotated[
         help="Seconds before a silent run's worker counts as lost [WARMRUN_HEARTBEAT_TIMEOUT]."
     ),
 ]
+BuildIdOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="This replica's version of the deployment; default: a hash of the pipeline's "
+        "source file [WARMRUN_BUILD_ID]."
+    ),
+]
+PromoteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--promote",
+        help="Make this version current once its worker polls: new runs execute on it "
+        "[WARMRUN_PROMOTE].",
+    ),
+]
 LogLevelOpt = Annotated[str, typer.Option(help="Log level.")]
 
 
 def _settings(**flags: Any) -> Settings:
     """Environment settings, overridden by the flags that were given."""
-    return Settings(**{name: value for name, value in flags.items() if value is not None})
+    try:
+        return Settings(**{name: value for name, value in flags.items() if value is not None})
+    except ValidationError as err:
+        for error in err.errors():
+            name = "_".join(str(part) for part in error["loc"])
+            console.print(f"[red]error:[/red] WARMRUN_{name.upper()}: {error['msg']}")
+        raise typer.Exit(2) from None
 
 
 def _load(reference: str) -> Pipeline:
@@ -95,6 +118,15 @@ def _exit_after_graceful_shutdown(signum: int, frame: object) -> None:
 
 
 def _serve(pipeline: Pipeline, settings: Settings, host: str, port: int, log_level: str) -> None:
+    try:
+        version = replica_version(pipeline, settings)
+    except VersioningError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    console.print(
+        f"deployment [bold]{settings.deployment_name(pipeline.name)}[/bold] · build "
+        f"[bold]{version.build_id}[/bold] · versioning {version.versioning}"
+    )
     signal.signal(signal.SIGTERM, _exit_after_graceful_shutdown)
     if not settings.run_api:
         asyncio.run(_work_only(pipeline, settings))
@@ -121,6 +153,8 @@ def serve(
     deployment: DeploymentOpt = None,
     max_concurrent_runs: ConcurrencyOpt = None,
     heartbeat_timeout: HeartbeatOpt = None,
+    build_id: BuildIdOpt = None,
+    promote: PromoteOpt = False,
     worker: Annotated[bool, typer.Option(help="Execute runs in this process.")] = True,
     api: Annotated[bool, typer.Option(help="Serve the HTTP API from this process.")] = True,
     log_level: LogLevelOpt = "info",
@@ -129,6 +163,8 @@ def serve(
 
     The Temporal connection comes from TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, … (the
     SDK's environment configuration); start any number of replicas on one deployment.
+    Each is a version (build id) of the deployment: with --promote, new runs go to
+    this one, while runs in flight finish on the version that started them.
     """
     _configure_logging(log_level)
     if not worker and not api:
@@ -137,6 +173,8 @@ def serve(
         deployment=deployment,
         max_concurrent_runs=max_concurrent_runs,
         heartbeat_timeout=heartbeat_timeout,
+        build_id=build_id,
+        promote=promote or None,
         run_worker=worker,
         run_api=api,
     )
@@ -175,7 +213,8 @@ def dev(
         asyncio.run(server.wait_ready())
         os.environ["TEMPORAL_ADDRESS"] = server.address
         secret = os.environ.get("WARMRUN_WEBHOOK_SECRET") or _dev_webhook_secret(data_dir)
-        settings = _settings(temporal_ui_url=server.ui_url, webhook_secret=secret)
+        # Each restart with edited code is a new version: it takes over at once.
+        settings = _settings(temporal_ui_url=server.ui_url, webhook_secret=secret, promote=True)
         console.print(
             f"[bold green]warmrun dev[/bold green] · pipeline [bold]{loaded.name}[/bold]\n"
             f"  API          http://{host}:{port}  (docs: http://{host}:{port}/docs)\n"

@@ -5,7 +5,8 @@ activity, heartbeat details) while a run is open; once it is closed, the `RunEnd
 its workflow wrote into the memo (plus its close event for outputs too large for a
 memo), or its history when that ending is incomplete. So a read is one Temporal call
 in the common cases, no query is sent (status reads work while no worker is
-running), and the API keeps no run table of its own.
+running), and the API keeps no run table of its own. The version a run executes on
+(`build_id`) is in the same description (`warmrun.versioning.run_version`).
 
 Waiting for a run's end (a sync invocation) reads the same close event, so the
 answer a caller waited for and the run resource read later say the same.
@@ -53,6 +54,7 @@ from warmrun.run import (
 )
 from warmrun.services.errors import RunNotFound
 from warmrun.services.webhook_state import webhook_state
+from warmrun.versioning import run_version
 
 LARGE_PAYLOAD_BYTES = 64 * 1024
 """Payloads this large are decoded in a thread: the API shares its loop with the worker."""
@@ -163,6 +165,10 @@ async def run_of(deployment: Deployment, description: WorkflowExecutionDescripti
             reading.error = ending.error
             if ending.result_in_history:
                 await _read_result(client, handle, reading)
+    version = run_version(description.raw_description.workflow_execution_info.versioning_info)
+    waiting_for = None
+    if reading.status == RunStatus.QUEUED and version.pinned and version.build_id:
+        waiting_for = f"a worker of build {version.build_id}, to which the run is pinned"
     webhook = None
     if memo.callback_url:
         webhook = await webhook_state(
@@ -183,6 +189,8 @@ async def run_of(deployment: Deployment, description: WorkflowExecutionDescripti
         outputs=reading.outputs,
         error=reading.error,
         webhook=webhook,
+        build_id=version.build_id,
+        waiting_for=waiting_for,
         links=links_of(deployment, description.id),
     )
 

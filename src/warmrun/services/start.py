@@ -79,8 +79,9 @@ async def start_run(
     returns, the run exists durably on the Temporal server.
 
     A caller that waits for the result gets eager start (the first workflow task runs
-    here, saving a round trip); an async accept does not, since running that task inline
-    would only delay the 202."""
+    here, saving a round trip) while this replica's version is current, as eager start
+    bypasses the routing of new runs to the current version; an async accept does not,
+    since running that task inline would only delay the 202."""
     await check_request(deployment, request)
     if idempotency_key is None:
         async with deployment.backlog.admission() as admission:
@@ -231,7 +232,7 @@ async def _start(
         PipelineRun.run,
         start.input,
         **start.options(),
-        request_eager_start=eager and deployment.worker is not None,
+        request_eager_start=eager and await deployment.may_start_eagerly(),
     )
     return StartedRun(run_id, created_at, request, handle.result_run_id)
 

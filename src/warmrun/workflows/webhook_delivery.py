@@ -3,6 +3,11 @@
 A workflow of its own (started as an abandoned child of the run, or by the run's
 activity for `started`/`progress`) so that retrying a slow receiver for hours never
 keeps the run itself open, and a failed delivery never changes the run's status.
+
+Its code is warmrun's, not the pipeline's, and its input carries everything it sends,
+so it auto-upgrades whatever the deployment's versioning: a delivery retried for hours
+moves to the current version at its next attempt and never keeps an old version from
+draining.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, VersioningBehavior
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -26,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 
-@workflow.defn(name=WEBHOOK_WORKFLOW_TYPE)
+@workflow.defn(name=WEBHOOK_WORKFLOW_TYPE, versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class WebhookDelivery:
     @workflow.run
     async def run(self, input: WebhookDeliveryInput) -> WebhookDeliveryResult:

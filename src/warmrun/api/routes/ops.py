@@ -17,6 +17,8 @@ from warmrun import __version__
 from warmrun.api.deps import Authenticated, DeploymentDep
 from warmrun.api.models import DeploymentInfo, Health, Readiness
 from warmrun.api.problems import problem_responses
+from warmrun.deployment import Deployment
+from warmrun.versioning import VersionState, version_state
 
 public = APIRouter(tags=["service"])
 """Liveness only: a load balancer asks it without a token."""
@@ -36,8 +38,12 @@ async def health() -> Health:
 
 @router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
 async def ready(deployment: DeploymentDep) -> Readiness | JSONResponse:
-    """Temporal answers and, unless this process is API-only, its worker is polling."""
+    """Temporal answers and, unless this process is API-only, its worker is polling.
+
+    A drained replica stays ready: its API serves every run, and new runs execute on the
+    current version whichever replica accepted them."""
     detail = None
+    version = asyncio.create_task(_version_state(deployment))
     try:
         temporal = await asyncio.wait_for(
             deployment.client.service_client.check_health(timeout=READINESS_TIMEOUT),
@@ -52,11 +58,13 @@ async def ready(deployment: DeploymentDep) -> Readiness | JSONResponse:
         detail = detail or "this process's worker is not polling"
     if deployment.draining:
         detail = "this replica is shutting down"
+    state = await version
     readiness = Readiness(
         ready=temporal and worker is not False and not deployment.draining,
         temporal=temporal,
         worker=worker,
         draining=deployment.draining,
+        drained=state.drained if state else None,
         detail=detail,
     )
     if not readiness.ready:
@@ -67,7 +75,8 @@ async def ready(deployment: DeploymentDep) -> Readiness | JSONResponse:
 @router.get("/info", response_model=DeploymentInfo)
 async def info(deployment: DeploymentDep) -> DeploymentInfo:
     """The pipeline's parameter and output schemas and where its runs live in Temporal."""
-    pipeline, settings = deployment.pipeline, deployment.settings
+    pipeline, settings, version = deployment.pipeline, deployment.settings, deployment.version
+    state = await _version_state(deployment)
     return DeploymentInfo(
         pipeline_name=pipeline.name,
         deployment_name=deployment.name,
@@ -79,12 +88,31 @@ async def info(deployment: DeploymentDep) -> DeploymentInfo:
         default_timeout=settings.default_timeout,
         max_timeout=settings.max_timeout,
         heartbeat_timeout=settings.heartbeat_timeout,
+        build_id=version.build_id,
+        worker_deployment=version.deployment_name,
+        versioning=version.versioning,
+        current=state.current if state else None,
+        drained=state.drained if state else None,
         versions={
             "warmrun": __version__,
             "temporalio": temporalio.__version__,
             "python": platform.python_version(),
         },
     )
+
+
+async def _version_state(deployment: Deployment) -> VersionState | None:
+    """Best effort: these routes answer while Temporal does not (the state is null then)."""
+    if not deployment.version.versioned:
+        return None
+    try:
+        return await asyncio.wait_for(
+            version_state(deployment.client, deployment.version),
+            READINESS_TIMEOUT.total_seconds(),
+        )
+    except Exception:
+        logger.debug("could not read this replica's version state", exc_info=True)
+        return None
 
 
 @router.get("/metrics", response_class=Response)
