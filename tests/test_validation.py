@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import os
+import time
+
 import httpx
 import pytest
 from temporalio.client import Client
@@ -62,3 +67,46 @@ async def test_rejected_requests_start_no_run(
 async def test_unknown_route_and_method_are_problems(sleepy: httpx.AsyncClient) -> None:
     assert_problem(await sleepy.get("/nope"), 404, "not_found")
     assert_problem(await sleepy.get("/invoke"), 405, "method_not_allowed")
+
+
+async def test_a_page_token_this_listing_did_not_hand_out_is_422_at_once(
+    sleepy: httpx.AsyncClient,
+) -> None:
+    """Temporal answers a bogus token "unknown" after the SDK retried it for ~10 s: a
+    token the client sent is the client's error, refused before Temporal sees it."""
+    for _ in range(3):
+        assert (await sleepy.post("/invoke", json={"parameters": {}})).status_code == 200
+    for _ in range(50):  # visibility shows ended runs within moments
+        succeeded = await sleepy.get("/runs", params={"limit": 1, "status": "succeeded"})
+        succeeded_token = succeeded.json()["next_page_token"]
+        if succeeded_token:
+            break
+        await asyncio.sleep(0.1)
+    token = (await sleepy.get("/runs", params={"limit": 1})).json()["next_page_token"]
+    assert token and succeeded_token
+    bogus = [
+        "AAAA",
+        base64.urlsafe_b64encode(b'{"CloseTime": "2020-01-01T00:00:00Z"}').decode(),
+        base64.urlsafe_b64encode(os.urandom(48)).decode(),
+        "!!!!",
+        token[: len(token) // 2],
+        token[:-1],
+        token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1],
+        "v1." + token,
+    ]
+
+    for page_token in bogus:
+        started = time.monotonic()
+        answer = await sleepy.get("/runs", params={"page_token": page_token})
+        problem = assert_problem(answer, 422, "invalid_page_token")
+        assert problem["errors"][0]["loc"] == ["query", "page_token"]
+        assert time.monotonic() - started < 2, page_token
+    # A token continues the listing it came from, not one with another status filter.
+    other = await sleepy.get("/runs", params={"page_token": token, "status": "failed"})
+    assert_problem(other, 422, "invalid_page_token")
+    mixed = await sleepy.get("/runs", params={"page_token": succeeded_token})
+    assert_problem(mixed, 422, "invalid_page_token")
+    # The real tokens work, with another page size too.
+    assert (await sleepy.get("/runs", params={"page_token": token, "limit": 5})).status_code == 200
+    same = await sleepy.get("/runs", params={"page_token": succeeded_token, "status": "succeeded"})
+    assert same.status_code == 200

@@ -67,7 +67,8 @@ _DESCRIPTIONS = {
     404: "No run of this deployment has that id (`run_not_found`).",
     409: "The run already ended.",
     413: "The body exceeds `WARMRUN_MAX_BODY_BYTES` (`payload_too_large`).",
-    422: "Invalid body, parameters or header (`validation_error`), an Idempotency-Key "
+    422: "Invalid body, parameters, query or header (`validation_error`), a `page_token` "
+    "this listing did not hand out (`invalid_page_token`), an Idempotency-Key "
     "already used for another request (`idempotency_key_reused`), a callback_url that may "
     "not be called (`callback_url_refused`) or webhooks not configured (`webhooks_disabled`).",
     429: "The deployment's backlog is full (`backlog_full`); see `Retry-After`.",
@@ -160,8 +161,11 @@ def service_problem(error: RunServiceError) -> Problem:
         case RunAlreadyEnded():
             return Problem(409, "run_already_ended", detail)
         case InvalidPageToken():
-            return validation_problem(
-                [{"loc": ["query", "page_token"], "msg": detail, "type": "value_error"}]
+            return Problem(
+                422,
+                "invalid_page_token",
+                detail,
+                errors=[{"loc": ["query", "page_token"], "msg": detail, "type": "value_error"}],
             )
         case IdempotencyKeyReused():
             return Problem(422, "idempotency_key_reused", detail, run_id=error.run_id)
