@@ -34,6 +34,22 @@ def assert_problem(answer: httpx.Response, status: int, code: str) -> dict:
         ({"parameters": {}, "timeout": 10**9}, ["body", "timeout"]),
         ({"parameters": {}, "async": "maybe"}, ["body", "async"]),
         ([], ["body"]),
+        # Control fields are strict: nothing is coerced into a budget or a mode.
+        ({"parameters": {}, "timeout": "10"}, ["body", "timeout"]),
+        ({"parameters": {}, "timeout": True}, ["body", "timeout"]),
+        ({"parameters": {}, "async": "yes"}, ["body", "async"]),
+        ({"parameters": {}, "async": 1}, ["body", "async"]),
+        ({"parameters": {}, "run_name": 5}, ["body", "run_name"]),
+        (
+            {"parameters": {}, "skip_artifact_materialization": "true"},
+            ["body", "skip_artifact_materialization"],
+        ),
+        ({"parameters": {}, "callback_url": 7}, ["body", "callback_url"]),
+        # A run name reaches operators' terminals: no escape sequences in it.
+        ({"parameters": {}, "run_name": "x\u001b[31mRED"}, ["body", "run_name"]),
+        ({"parameters": {}, "run_name": "bell\u0007"}, ["body", "run_name"]),
+        ({"parameters": {}, "run_name": "csi\u009b31m"}, ["body", "run_name"]),
+        ({"parameters": {}, "run_name": "two\nlines"}, ["body", "run_name"]),
     ],
 )
 async def test_invalid_bodies_are_422_with_field_paths(
@@ -43,6 +59,18 @@ async def test_invalid_bodies_are_422_with_field_paths(
 
     problem = assert_problem(answer, 422, "validation_error")
     assert location in [error["loc"] for error in problem["errors"]]
+
+
+async def test_control_fields_take_their_own_types(sleepy: httpx.AsyncClient) -> None:
+    """Strictness refuses coercion, not the types the schema names: an integer is a
+    number, and a run name may be any printable text."""
+    answer = await sleepy.post(
+        "/invoke",
+        json={"parameters": {}, "timeout": 10, "async": False, "run_name": "été 😀 ok"},
+    )
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["metadata"]["run_name"] == "été 😀 ok"
 
 
 async def test_malformed_json_is_400(sleepy: httpx.AsyncClient) -> None:

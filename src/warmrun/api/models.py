@@ -15,45 +15,62 @@ from warmrun.pipeline import Pipeline
 from warmrun.resource import Run
 from warmrun.run import RunStatus, WebhookEvent
 
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f-\x9f]*$"
+"""A run name is printed to operators' terminals: no C0/C1 control characters (ESC
+starts an escape sequence), nor DEL."""
+
 
 class InvokeRequestBase(BaseModel):
-    """`POST /invoke` body, a superset of ZenML's deployment invocation request."""
+    """`POST /invoke` body, a superset of ZenML's deployment invocation request.
+
+    Its own fields are strict (`"timeout": "10"`, `"timeout": true` or `"async": "yes"`
+    are 422, not coerced): a typo in a control field must not silently change what the
+    run does. The pipeline's `parameters` follow pydantic's usual rules.
+    """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=False)
 
     run_name: str | None = Field(
         None,
+        strict=True,
         max_length=255,
-        description="A human name for the run, shown in the run resource and the Temporal UI.",
+        pattern=NO_CONTROL_CHARACTERS,
+        description="A human name for the run, shown in the run resource and the Temporal "
+        "UI. No control characters.",
     )
     timeout: float | None = Field(
         None,
+        strict=True,
         gt=0,
         description="Wall-clock budget of the run in seconds, counted from acceptance. "
         "At the deadline the pipeline is cancelled and the run ends `timed_out`.",
     )
     async_: bool = Field(
         False,
+        strict=True,
         alias="async",
         description="Answer `202 Accepted` at once instead of waiting for the run's end "
         "(same as `Prefer: respond-async`).",
     )
     callback_url: str | None = Field(
         None,
+        strict=True,
         max_length=2048,
-        pattern=r"^[hH][tT][tT][pP][sS]?://[^\s/?#]+([/?#]\S*)?$",
+        pattern=r"^[hH][tT][tT][pP][sS]?://[^\s/?#\x00-\x1f\x7f-\x9f]+"
+        r"([/?#][^\s\x00-\x1f\x7f-\x9f]*)?$",
         description="http(s) URL to POST the run's events to, signed per Standard Webhooks. "
         "Private, loopback and link-local targets are refused unless allowed by the server.",
     )
     callback_events: list[WebhookEvent] | None = Field(
         None,
+        strict=True,
         min_length=1,
         max_length=6,
         description="Events to deliver; default: the terminal one (`succeeded`, `failed`, "
         "`cancelled` or `timed_out`). `progress` events come at most once a second.",
     )
     skip_artifact_materialization: bool | None = Field(
-        None, description="Accepted so ZenML callers work unchanged; it has no effect."
+        None, strict=True, description="Accepted so ZenML callers work unchanged; it has no effect."
     )
 
 
@@ -70,6 +87,7 @@ def invoke_request_model(pipeline: Pipeline, max_timeout: float) -> type[InvokeR
     timeout_field = InvokeRequestBase.model_fields["timeout"]
     timeout: Any = Field(
         None,
+        strict=True,
         gt=0,
         le=max_timeout,
         description=f"{timeout_field.description} At most {max_timeout:g}.",
