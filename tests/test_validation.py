@@ -138,3 +138,102 @@ async def test_a_page_token_this_listing_did_not_hand_out_is_422_at_once(
     assert (await sleepy.get("/runs", params={"page_token": token, "limit": 5})).status_code == 200
     same = await sleepy.get("/runs", params={"page_token": succeeded_token, "status": "succeeded"})
     assert same.status_code == 200
+
+
+async def post_raw(http: httpx.AsyncClient, body: bytes, **headers: str) -> httpx.Response:
+    """JSON as a careless client writes it: escapes and literals Python's parser takes."""
+    return await http.post(
+        "/invoke", content=body, headers={"Content-Type": "application/json", **headers}
+    )
+
+
+async def runs_on(client: Client, task_queue: str) -> int:
+    return (await client.count_workflows(f"TaskQueue = '{task_queue}'")).count
+
+
+@pytest.mark.parametrize(
+    ("body", "location"),
+    [
+        (rb'{"parameters": {"fail": "\ud800"}}', ["body", "parameters", "fail"]),
+        (rb'{"parameters": {"fail": "ok \udfff"}}', ["body", "parameters", "fail"]),
+        (rb'{"parameters": {"\ud800": 1}}', ["body", "parameters", "\\ud800"]),
+        (rb'{"parameters": {}, "run_name": "\ud800"}', ["body", "run_name"]),
+        (rb'{"parameters": {}, "callback_url": "http://a/\ud800"}', ["body", "callback_url"]),
+    ],
+)
+async def test_a_lone_surrogate_anywhere_is_422_and_starts_nothing(
+    sleepy: httpx.AsyncClient, temporal_client: Client, body: bytes, location: list[str]
+) -> None:
+    before = await runs_on(temporal_client, "warmrun-sleepy")
+    for headers in ({}, {"Prefer": "wait=5"}, {"Prefer": "respond-async"}):
+        answer = await post_raw(sleepy, body, **headers)
+
+        problem = assert_problem(answer, 422, "validation_error")
+        assert location in [error["loc"] for error in problem["errors"]]
+    assert await runs_on(temporal_client, "warmrun-sleepy") == before
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e999"])
+async def test_non_finite_numbers_are_422_where_the_type_does_not_allow_them(
+    sleepy: httpx.AsyncClient, temporal_client: Client, number: bytes
+) -> None:
+    before = await runs_on(temporal_client, "warmrun-sleepy")
+
+    answer = await post_raw(sleepy, b'{"parameters": {"seconds": %s}}' % number)
+    problem = assert_problem(answer, 422, "validation_error")
+    assert problem["errors"][0]["loc"] == ["body", "parameters", "seconds"]
+    answer = await post_raw(sleepy, b'{"parameters": {}, "timeout": %s}' % number)
+    problem = assert_problem(answer, 422, "validation_error")
+    assert ["body", "timeout"] in [error["loc"] for error in problem["errors"]]
+    assert await runs_on(temporal_client, "warmrun-sleepy") == before
+
+
+async def test_a_parameter_that_opts_in_gets_nan_and_infinity_and_reports_the_same(
+    serve, temporal_client: Client
+) -> None:
+    async with serve("measures", deployment="measures") as http:
+        answer = await post_raw(
+            http, b'{"parameters": {"threshold": NaN, "weights": [Infinity, 1.5, -1e400]}}'
+        )
+
+        assert answer.status_code == 200, answer.text
+        result = answer.json()
+        assert result["outputs"]["threshold"] == "nan"
+        assert result["outputs"]["weights"] == ["inf", "1.5", "-inf"]
+        # One value, in JSON's words: what the pipeline got is what the run reports.
+        used = result["metadata"]["parameters_used"]
+        assert used["threshold"] == "NaN"
+        assert used["weights"] == ["Infinity", 1.5, "-Infinity"]
+        run = (await http.get(f"/runs/{result['metadata']['run_id']}")).json()
+        assert run["outputs"] == result["outputs"]
+
+        before = await runs_on(temporal_client, "warmrun-measures")
+        refused = {
+            b'{"parameters": {"scale": NaN}}': ["body", "parameters", "scale"],
+            b'{"parameters": {"tags": {"a": [1, Infinity]}}}': [
+                "body",
+                "parameters",
+                "tags",
+                "a",
+                1,
+            ],
+            rb'{"parameters": {"tags": {"deep": {"x": "\ud83d"}}}}': [
+                "body",
+                "parameters",
+                "tags",
+                "deep",
+                "x",
+            ],
+        }
+        for body, location in refused.items():
+            problem = assert_problem(await post_raw(http, body), 422, "validation_error")
+            assert location in [error["loc"] for error in problem["errors"]], body
+        # A strict float allows NaN but could not read it back from the run's JSON input.
+        strict = await post_raw(http, b'{"parameters": {"exact": NaN}}')
+        problem = assert_problem(strict, 422, "validation_error")
+        assert problem["errors"][0]["type"] == "non_finite_unsupported"
+        assert await runs_on(temporal_client, "warmrun-measures") == before
+        # A surrogate pair is one character, not a lone surrogate.
+        paired = await post_raw(http, rb'{"parameters": {"tags": {"smile": "\ud83d\ude00"}}}')
+        assert paired.status_code == 200, paired.text
+        assert paired.json()["outputs"]["tags"] == {"smile": "\U0001f600"}
