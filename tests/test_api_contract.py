@@ -304,6 +304,43 @@ async def test_bearer_tokens_guard_every_route_but_health(serve) -> None:
         assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
 
+async def test_without_a_token_the_body_is_never_judged(serve) -> None:
+    """401 comes from the headers alone: a malformed, oversized or streamed body gets
+    no 400 or 413 that would tell an outsider how it was read."""
+    async with serve(
+        "sleepy", deployment="auth-first", auth_token="alpha", max_body_bytes=200
+    ) as http:
+        json_type = {"Content-Type": "application/json"}
+
+        async def chunks():
+            for _ in range(10):
+                yield b"y" * 50
+
+        refused = {
+            "malformed": await http.post("/invoke", content=b'{"parameters": {', headers=json_type),
+            "oversized": await http.post("/invoke", content=b"x" * 5000, headers=json_type),
+            "streamed": await http.post("/submit", content=chunks(), headers=json_type),
+            "wrong token": await http.post(
+                "/invoke",
+                content=b"x" * 5000,
+                headers={**json_type, "Authorization": "Bearer beta"},
+            ),
+            "not a body route": await http.get("/runs/", headers={"Host": "evil.example"}),
+        }
+        for what, answer in refused.items():
+            assert answer.status_code == 401, (what, answer.text)
+            assert answer.headers["Content-Type"] == "application/problem+json", what
+            assert answer.headers["WWW-Authenticate"].startswith("Bearer"), what
+            assert "Location" not in answer.headers, what
+
+        # With the token, the body limit still answers before parsing.
+        authorized = {**json_type, "Authorization": "Bearer alpha"}
+        too_big = await http.post("/invoke", content=b"x" * 5000, headers=authorized)
+        assert_problem(too_big, 413, "payload_too_large")
+        malformed = await http.post("/invoke", content=b'{"parameters": {', headers=authorized)
+        assert_problem(malformed, 400, "malformed_json")
+
+
 async def test_body_over_the_limit_is_413_before_parsing(serve) -> None:
     async with serve("sleepy", deployment="small-bodies", max_body_bytes=200) as http:
         big = {"parameters": {}, "run_name": "x" * 250}

@@ -9,6 +9,7 @@ answers problem+json.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -111,7 +112,34 @@ class Problem(Exception):
         self.extra = extra
 
 
-def problem_response(problem: Problem, request: Request | None = None) -> JSONResponse:
+MAX_ECHO = 200
+"""Characters of a client's input (an id, a path) that a problem echoes."""
+
+
+def clip(text: str, limit: int = MAX_ECHO) -> str:
+    """What a client sent, echoed at most `limit` characters long: a 60 KB run id gets
+    its 404, not a 120 KB answer."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"
+
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_JSON
+
+    def render(self, content: Any) -> bytes:
+        """ASCII escapes: a problem renders whatever the client sent (a lone surrogate
+        in an echoed location cannot be UTF-8, but `\\ud800` is JSON)."""
+        return json.dumps(
+            content, ensure_ascii=True, allow_nan=False, separators=(",", ":")
+        ).encode()
+
+
+def problem_response(
+    problem: Problem, request: Request | None = None, *, path: str | None = None
+) -> JSONResponse:
+    """The problem as an answer; `instance` is the request's path (from `request`, or
+    `path` for ASGI middleware that has no Request)."""
     body: dict[str, Any] = {
         "type": f"urn:warmrun:problem:{problem.code}",
         "title": problem.title,
@@ -120,11 +148,11 @@ def problem_response(problem: Problem, request: Request | None = None) -> JSONRe
         "detail": problem.detail,
     }
     if request is not None:
-        body["instance"] = request.url.path
+        path = request.url.path
+    if path is not None:
+        body["instance"] = clip(path)
     body.update(jsonable_encoder(problem.extra))
-    return JSONResponse(
-        body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM_JSON
-    )
+    return ProblemResponse(body, status_code=problem.status, headers=problem.headers)
 
 
 def validation_problem(errors: list[dict[str, Any]]) -> Problem:
