@@ -383,3 +383,34 @@ async def test_outputs_over_temporals_payload_limit_fail_the_run_clearly(serve) 
         assert "WARMRUN_MAX_OUTPUT_BYTES" in body["error"]
         small = await http.post("/invoke", json={"parameters": {"size": 1000}})
         assert small.json()["success"] is True
+
+
+async def test_the_server_says_what_its_spec_says(serve) -> None:
+    """405 names every method of the path, a long id is not echoed back whole, a
+    trailing slash is no redirect to a Location made from the Host header, and the
+    spec lists /metrics' 401 and its text answer."""
+    async with serve("sleepy", deployment="spec-honest", auth_token="alpha") as http:
+        http.headers["Authorization"] = "Bearer alpha"
+        for method in ("OPTIONS", "PUT", "PATCH"):
+            answer = await http.request(method, "/runs/some-run")
+            assert_problem(answer, 405, "method_not_allowed")
+            assert answer.headers["Allow"] == "DELETE, GET", method
+        assert (await http.request("PUT", "/invoke")).headers["Allow"] == "POST"
+
+        long_id = "a" * 60_000
+        for method in ("GET", "DELETE"):
+            missing = await http.request(method, f"/runs/{long_id}")
+            problem = assert_problem(missing, 404, "run_not_found")
+            assert len(missing.content) < 2_000
+            assert "60000 characters" in problem["detail"]
+
+        slash = await http.get("/runs/", headers={"Host": "evil.example"})
+        assert slash.status_code == 404
+        assert "Location" not in slash.headers
+
+        spec = (await http.get("/openapi.json")).json()
+        metrics = spec["paths"]["/metrics"]["get"]["responses"]
+        assert "401" in metrics
+        assert "text/plain" in metrics["200"]["content"]
+        scraped = await http.get("/metrics")
+        assert scraped.headers["Content-Type"].startswith("text/plain")

@@ -95,6 +95,8 @@ def create_app(
             "run is a Temporal `PipelineRun` workflow whose workflow ID is the run_id."
         ),
         lifespan=lifespan,
+        # `/runs/` is a 404, not a redirect to a Location built from the Host header.
+        redirect_slashes=False,
         docs_url=None,
         redoc_url=None,
         openapi_url=None,

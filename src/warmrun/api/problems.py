@@ -9,8 +9,10 @@ answers problem+json.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 from temporalio.service import RPCError, RPCStatusCode
 
 from warmrun.services.errors import (
@@ -185,6 +188,7 @@ def service_problem(error: RunServiceError) -> Problem:
     detail = str(error)
     match error:
         case RunNotFound():
+            detail = f"no run {clip(error.run_id)!r} in deployment {error.deployment!r}"
             return Problem(404, "run_not_found", detail)
         case RunAlreadyEnded():
             return Problem(409, "run_already_ended", detail)
@@ -241,8 +245,30 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _CODES_BY_STATUS.get(exc.status_code, f"http_{exc.status_code}")
-    problem = Problem(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request, headers.get("Allow", "")))
+    problem = Problem(exc.status_code, code, str(exc.detail), headers=headers)
     return problem_response(problem, request)
+
+
+HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+def _allowed_methods(request: Request, named: str) -> list[str]:
+    """Every method the spec gives this path, with those the framework `named`: it
+    names only the first route matching the path, so `/runs/{id}` said `Allow: GET`
+    though DELETE exists."""
+    methods = {method.strip() for method in named.split(",") if method.strip()}
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if _path_regex(template).match(request.url.path):
+            methods.update(key.upper() for key in operations if key in HTTP_METHODS)
+    return sorted(methods)
+
+
+@functools.cache
+def _path_regex(template: str) -> re.Pattern[str]:
+    return compile_path(template)[0]
 
 
 async def _on_rpc_error(request: Request, exc: Exception) -> JSONResponse:

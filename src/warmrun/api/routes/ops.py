@@ -87,7 +87,16 @@ async def info(deployment: DeploymentDep) -> DeploymentInfo:
     )
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def metrics(deployment: DeploymentDep) -> Response:
     """Prometheus text: `warmrun_*` series, then the Temporal SDK's own."""
     body = deployment.metrics.render()
