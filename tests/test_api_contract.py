@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import statistics
 import time
 from typing import Any
 
@@ -160,6 +162,47 @@ async def test_retry_after_follows_how_fast_runs_finish(serve) -> None:
         assert refused.status_code == 429
         # 30 runs finished within the last minute: the estimate is ~2 s, not the idle 10 s.
         assert 1 <= int(refused.headers["Retry-After"]) <= 5
+
+
+async def test_retry_after_is_near_the_measured_time_to_free_a_slot(serve) -> None:
+    """A real backlog: 3 pending at most, one run at a time, each taking 2 s, so a slot
+    frees every ~2 s. A client retrying every 0.2 s measures how often a slot frees
+    (the gaps between its accepted submissions); the 429s' Retry-After must be near
+    that, from the first run that finished on (after an idle start, not 15-60 s)."""
+    duration, limit = 2.0, 3
+    async with serve(
+        "sleepy", deployment="drain-measured", max_pending_runs=limit, max_concurrent_runs=1
+    ) as http:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        accepted: list[float] = []
+        hints: list[tuple[float, int]] = []
+        while loop.time() - began < 4.5 * duration:
+            answer = await http.post(
+                "/invoke", json={"parameters": {"seconds": duration}, "async": True}
+            )
+            now = loop.time() - began
+            if answer.status_code == 202:
+                accepted.append(now)
+            else:
+                assert answer.status_code == 429, answer.text
+                hints.append((now, int(answer.headers["Retry-After"])))
+            await asyncio.sleep(0.2)
+
+        refills = accepted[limit:]  # the first `limit` filled the empty backlog
+        assert len(refills) >= 3, accepted
+        gaps = [later - earlier for earlier, later in itertools.pairwise(refills)]
+        slot_frees_every = statistics.median(gaps)
+        assert duration * 0.7 <= slot_frees_every <= duration * 1.5, gaps
+        after_first_finish = [hint for at, hint in hints if at > refills[0]]
+        assert len(after_first_finish) >= 5, hints
+        assert (
+            slot_frees_every / 2 <= statistics.median(after_first_finish) <= slot_frees_every * 2
+        ), (
+            hints,
+            gaps,
+        )
+        assert max(after_first_finish) <= 3 * slot_frees_every, hints
 
 
 async def test_max_concurrent_runs_keeps_the_rest_queued(serve) -> None:
