@@ -97,6 +97,18 @@ def measures(
     }
 
 
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x1b[31mRED\x9b1m\u202egnp.exe"
+"""Escape sequences a terminal would obey: retitle, clear, colour (also as the C1
+CSI), and a bidi override."""
+
+
+def hostile(ctx: RunContext) -> dict:
+    """Fails with escape sequences in its step name and error message."""
+    with ctx.step(f"step{HOSTILE}"):
+        time.sleep(0.3)
+        raise ValueError(f"boom{HOSTILE}")
+
+
 def _journaled_step(journal: str, index: int, seconds: float) -> dict:
     time.sleep(seconds)
     with open(journal, "a") as lines:
