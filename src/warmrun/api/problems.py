@@ -67,7 +67,8 @@ class ProblemDetails(BaseModel):
 
 _DESCRIPTIONS = {
     400: "Malformed JSON (`malformed_json`).",
-    401: "Missing or invalid bearer token (`unauthorized`, `invalid_token`).",
+    401: "Missing or invalid bearer token (`unauthorized`, `invalid_token`), checked before "
+    "the body is read.",
     404: "No run of this deployment has that id (`run_not_found`).",
     409: "The run already ended.",
     413: "The body exceeds `WARMRUN_MAX_BODY_BYTES` (`payload_too_large`).",
