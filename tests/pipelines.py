@@ -7,6 +7,9 @@ import os
 import time
 import uuid
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from warmrun import RetryableError, RunContext
 
@@ -75,6 +78,35 @@ def big_output(size: int = 1_500_000) -> dict:
 def echo(text: str = "", count: int = 0, flag: bool = False) -> dict:
     """A fast pipeline for fuzzing the API."""
     return {"text": text, "count": count, "flag": flag}
+
+
+def measures(
+    threshold: Annotated[float, Field(allow_inf_nan=True)] = 0.0,
+    weights: list[Annotated[float, Field(allow_inf_nan=True)]] | None = None,
+    exact: Annotated[float, Field(allow_inf_nan=True, strict=True)] = 0.0,
+    scale: float = 1.0,
+    tags: dict[str, Any] | None = None,
+) -> dict:
+    """Reports the floats it received as `repr` text: NaN and Infinity are allowed only
+    where the type opts in (`threshold`, `weights`, `exact`)."""
+    return {
+        "threshold": repr(threshold),
+        "weights": [repr(weight) for weight in weights or []],
+        "scale": repr(scale),
+        "tags": tags,
+    }
+
+
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x1b[31mRED\x9b1m\u202egnp.exe"
+"""Escape sequences a terminal would obey: retitle, clear, colour (also as the C1
+CSI), and a bidi override."""
+
+
+def hostile(ctx: RunContext) -> dict:
+    """Fails with escape sequences in its step name and error message."""
+    with ctx.step(f"step{HOSTILE}"):
+        time.sleep(0.3)
+        raise ValueError(f"boom{HOSTILE}")
 
 
 def _journaled_step(journal: str, index: int, seconds: float) -> dict:

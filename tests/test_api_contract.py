@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import statistics
 import time
 from typing import Any
 
@@ -162,6 +164,47 @@ async def test_retry_after_follows_how_fast_runs_finish(serve) -> None:
         assert 1 <= int(refused.headers["Retry-After"]) <= 5
 
 
+async def test_retry_after_is_near_the_measured_time_to_free_a_slot(serve) -> None:
+    """A real backlog: 3 pending at most, one run at a time, each taking 2 s, so a slot
+    frees every ~2 s. A client retrying every 0.2 s measures how often a slot frees
+    (the gaps between its accepted submissions); the 429s' Retry-After must be near
+    that, from the first run that finished on (after an idle start, not 15-60 s)."""
+    duration, limit = 2.0, 3
+    async with serve(
+        "sleepy", deployment="drain-measured", max_pending_runs=limit, max_concurrent_runs=1
+    ) as http:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        accepted: list[float] = []
+        hints: list[tuple[float, int]] = []
+        while loop.time() - began < 4.5 * duration:
+            answer = await http.post(
+                "/invoke", json={"parameters": {"seconds": duration}, "async": True}
+            )
+            now = loop.time() - began
+            if answer.status_code == 202:
+                accepted.append(now)
+            else:
+                assert answer.status_code == 429, answer.text
+                hints.append((now, int(answer.headers["Retry-After"])))
+            await asyncio.sleep(0.2)
+
+        refills = accepted[limit:]  # the first `limit` filled the empty backlog
+        assert len(refills) >= 3, accepted
+        gaps = [later - earlier for earlier, later in itertools.pairwise(refills)]
+        slot_frees_every = statistics.median(gaps)
+        assert duration * 0.7 <= slot_frees_every <= duration * 1.5, gaps
+        after_first_finish = [hint for at, hint in hints if at > refills[0]]
+        assert len(after_first_finish) >= 5, hints
+        assert (
+            slot_frees_every / 2 <= statistics.median(after_first_finish) <= slot_frees_every * 2
+        ), (
+            hints,
+            gaps,
+        )
+        assert max(after_first_finish) <= 3 * slot_frees_every, hints
+
+
 async def test_max_concurrent_runs_keeps_the_rest_queued(serve) -> None:
     async with serve("sleepy", deployment="one-at-a-time", max_concurrent_runs=1) as http:
         runs = {await submit(http, {"seconds": 3}), await submit(http, {"seconds": 3})}
@@ -304,6 +347,43 @@ async def test_bearer_tokens_guard_every_route_but_health(serve) -> None:
         assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
 
+async def test_without_a_token_the_body_is_never_judged(serve) -> None:
+    """401 comes from the headers alone: a malformed, oversized or streamed body gets
+    no 400 or 413 that would tell an outsider how it was read."""
+    async with serve(
+        "sleepy", deployment="auth-first", auth_token="alpha", max_body_bytes=200
+    ) as http:
+        json_type = {"Content-Type": "application/json"}
+
+        async def chunks():
+            for _ in range(10):
+                yield b"y" * 50
+
+        refused = {
+            "malformed": await http.post("/invoke", content=b'{"parameters": {', headers=json_type),
+            "oversized": await http.post("/invoke", content=b"x" * 5000, headers=json_type),
+            "streamed": await http.post("/submit", content=chunks(), headers=json_type),
+            "wrong token": await http.post(
+                "/invoke",
+                content=b"x" * 5000,
+                headers={**json_type, "Authorization": "Bearer beta"},
+            ),
+            "not a body route": await http.get("/runs/", headers={"Host": "evil.example"}),
+        }
+        for what, answer in refused.items():
+            assert answer.status_code == 401, (what, answer.text)
+            assert answer.headers["Content-Type"] == "application/problem+json", what
+            assert answer.headers["WWW-Authenticate"].startswith("Bearer"), what
+            assert "Location" not in answer.headers, what
+
+        # With the token, the body limit still answers before parsing.
+        authorized = {**json_type, "Authorization": "Bearer alpha"}
+        too_big = await http.post("/invoke", content=b"x" * 5000, headers=authorized)
+        assert_problem(too_big, 413, "payload_too_large")
+        malformed = await http.post("/invoke", content=b'{"parameters": {', headers=authorized)
+        assert_problem(malformed, 400, "malformed_json")
+
+
 async def test_body_over_the_limit_is_413_before_parsing(serve) -> None:
     async with serve("sleepy", deployment="small-bodies", max_body_bytes=200) as http:
         big = {"parameters": {}, "run_name": "x" * 250}
@@ -346,3 +426,34 @@ async def test_outputs_over_temporals_payload_limit_fail_the_run_clearly(serve) 
         assert "WARMRUN_MAX_OUTPUT_BYTES" in body["error"]
         small = await http.post("/invoke", json={"parameters": {"size": 1000}})
         assert small.json()["success"] is True
+
+
+async def test_the_server_says_what_its_spec_says(serve) -> None:
+    """405 names every method of the path, a long id is not echoed back whole, a
+    trailing slash is no redirect to a Location made from the Host header, and the
+    spec lists /metrics' 401 and its text answer."""
+    async with serve("sleepy", deployment="spec-honest", auth_token="alpha") as http:
+        http.headers["Authorization"] = "Bearer alpha"
+        for method in ("OPTIONS", "PUT", "PATCH"):
+            answer = await http.request(method, "/runs/some-run")
+            assert_problem(answer, 405, "method_not_allowed")
+            assert answer.headers["Allow"] == "DELETE, GET", method
+        assert (await http.request("PUT", "/invoke")).headers["Allow"] == "POST"
+
+        long_id = "a" * 60_000
+        for method in ("GET", "DELETE"):
+            missing = await http.request(method, f"/runs/{long_id}")
+            problem = assert_problem(missing, 404, "run_not_found")
+            assert len(missing.content) < 2_000
+            assert "60000 characters" in problem["detail"]
+
+        slash = await http.get("/runs/", headers={"Host": "evil.example"})
+        assert slash.status_code == 404
+        assert "Location" not in slash.headers
+
+        spec = (await http.get("/openapi.json")).json()
+        metrics = spec["paths"]["/metrics"]["get"]["responses"]
+        assert "401" in metrics
+        assert "text/plain" in metrics["200"]["content"]
+        scraped = await http.get("/metrics")
+        assert scraped.headers["Content-Type"].startswith("text/plain")

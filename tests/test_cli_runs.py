@@ -11,18 +11,23 @@ import io
 import json
 import signal
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from rich.console import Console
+from temporalio.client import Client
 from typer.testing import CliRunner, Result
 
 from conftest import ServeFn, wait_for_status
+from pipelines import HOSTILE
 from warmrun.cli import app
 from warmrun.cli.runs import follow
 from warmrun.client import DeploymentClient
+from warmrun.run import PipelineRunInput
+from warmrun.workflows import PipelineRun
 
 WARMRUN = str(Path(sys.executable).parent / "warmrun")
 
@@ -259,3 +264,46 @@ async def test_the_token_comes_from_warmrun_token(serve: ServeFn) -> None:
 
         allowed = await warmrun("invoke", url, "--no-wait", env={"WARMRUN_TOKEN": "s3cret"})
         assert allowed.exit_code == 0, allowed.stderr
+
+
+RAW_CONTROLS = ("\x1b", "\x07", "\x9b", "\u202e")
+
+
+async def test_nothing_a_run_says_reaches_the_terminal_raw(
+    serve: ServeFn, temporal_client: Client
+) -> None:
+    """A pipeline's error and step name, and a run name set by another Temporal client
+    (the API refuses such names), carry escape sequences: every command shows them
+    escaped, and JSON output stays the same values."""
+    async with serve("hostile", deployment="cli-hostile") as http:
+        url = str(http.base_url)
+        invoked = await warmrun("invoke", url, "--no-wait")
+        assert invoked.exit_code == 1
+        failed_id = next(run["run_id"] for run in (await http.get("/runs")).json()["runs"])
+        other_id = f"other-app-{uuid.uuid4().hex[:8]}"
+        await temporal_client.start_workflow(
+            PipelineRun.run,
+            PipelineRunInput(parameters={}, run_name=f"named{HOSTILE}"),
+            id=other_id,
+            task_queue="warmrun-cli-hostile",
+        )
+        await wait_for_status(http, other_id, {"failed"})
+
+        outputs = [
+            invoked,
+            await warmrun("runs", "list", url),
+            await warmrun("runs", "get", url, failed_id),
+            await warmrun("runs", "get", url, other_id),
+            await warmrun("runs", "watch", url, other_id),
+            await warmrun("runs", "get", url, f"missing{HOSTILE}"),
+        ]
+
+        for result in outputs:
+            for shown in (result.stdout, result.stderr):
+                assert not any(control in shown for control in RAW_CONTROLS), repr(shown)
+        assert "boom\\x1b]0;pwned\\x07" in invoked.stderr  # shown, escaped
+        assert "named\\x1b" in outputs[1].stdout
+        assert "step\\x1b" in outputs[4].stderr
+        run = json.loads(outputs[3].stdout)  # the same values, spelled in ASCII
+        assert run["run_name"] == f"named{HOSTILE}"
+        assert json.loads(outputs[2].stdout)["error"]["message"] == f"boom{HOSTILE}"

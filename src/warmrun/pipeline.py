@@ -3,22 +3,32 @@
 A pipeline is an ordinary callable. Its signature is the parameter schema (through
 pydantic), its return value becomes `outputs` (always a JSON object), and its module
 may define `init()` and `cleanup(state)` to warm up once per process.
+
+JSON has no NaN nor Infinity. A parameter accepts them only when its type says so
+with pydantic's `allow_inf_nan=True` (`x: Annotated[float, Field(allow_inf_nan=True)]`,
+also inside a container, or on a nested model's config); every other float refuses
+them. Where they are allowed, the run's input (and so `parameters_used`) carries them
+as the strings `"NaN"`, `"Infinity"` and `"-Infinity"`, which the parameter's
+validation turns back into the same float the pipeline receives.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import inspect
+import math
 import sys
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
+from pydantic.fields import FieldInfo
 
 from warmrun.context import RunContext
 
@@ -51,6 +61,26 @@ class Pipeline:
 
     def parameters_schema(self) -> dict[str, Any]:
         return self.parameters_model.model_json_schema()
+
+    @functools.cached_property
+    def non_finite_parameters(self) -> frozenset[str]:
+        """Parameters whose type opts into NaN and Infinity (`allow_inf_nan=True`)."""
+        return frozenset(
+            name
+            for name, field in self.parameters_model.model_fields.items()
+            if _allows_non_finite(field.annotation, field.metadata, set())
+        )
+
+    def parameters_json(self, parameters: BaseModel) -> dict[str, Any]:
+        """The parameters as the run's input carries them: JSON, and read back by the
+        worker as the very values validated here. Raises pydantic's ValidationError
+        when a value cannot make that trip (a non-finite float of a strict field)."""
+        data = parameters.model_dump(mode="json")
+        if not any(_has_non_finite(data.get(name)) for name in self.non_finite_parameters):
+            return data
+        data = {name: _non_finite_as_text(value) for name, value in data.items()}
+        self.validate(data)  # what the worker will do with it
+        return data
 
     def outputs_schema(self) -> dict[str, Any] | None:
         """JSON schema of `outputs`, when the return annotation says what it is."""
@@ -109,6 +139,51 @@ class Outputs:
 
     value: dict[str, Any]
     size: int
+
+
+NON_FINITE_TEXT = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def _non_finite_as_text(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else NON_FINITE_TEXT[value]
+    if isinstance(value, dict):
+        return {key: _non_finite_as_text(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_non_finite_as_text(item) for item in value]
+    return value
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_has_non_finite(item) for item in value)
+    return False
+
+
+def _allows_non_finite(annotation: Any, metadata: Iterable[Any], seen: set[int]) -> bool:
+    """Whether `allow_inf_nan=True` appears on the field, anywhere in its type, or in
+    the config of a model it contains: the explicit opt-in for NaN and Infinity."""
+    for item in metadata:
+        if getattr(item, "allow_inf_nan", None) is True:
+            return True
+        if isinstance(item, FieldInfo) and _allows_non_finite(None, item.metadata, seen):
+            return True
+    if annotation is None or id(annotation) in seen:
+        return False
+    seen.add(id(annotation))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation.model_config.get("allow_inf_nan") is True or any(
+            _allows_non_finite(field.annotation, field.metadata, seen)
+            for field in annotation.model_fields.values()
+        )
+    if get_origin(annotation) is Annotated:
+        base, *extra = get_args(annotation)
+        return _allows_non_finite(base, extra, seen)
+    return any(_allows_non_finite(arg, (), seen) for arg in get_args(annotation))
 
 
 def load_pipeline(reference: str) -> Pipeline:
@@ -193,7 +268,7 @@ def _hook(module: Any, name: str) -> Callable[..., Any] | None:
 
 def _type_hints(function: Callable[..., Any]) -> dict[str, Any]:
     try:
-        return typing.get_type_hints(function)
+        return typing.get_type_hints(function, include_extras=True)
     except Exception as err:  # unresolved forward references, mostly
         raise PipelineLoadError(f"cannot resolve the type hints of {function!r}: {err}") from None
 
@@ -221,7 +296,9 @@ def _parameters_model(
         fields[parameter.name] = (annotation, default)
     title = "".join(part.capitalize() for part in name.split("_")) + "Parameters"
     try:
-        model = create_model(title, __config__=ConfigDict(extra="forbid"), **fields)
+        model = create_model(
+            title, __config__=ConfigDict(extra="forbid", allow_inf_nan=False), **fields
+        )
     except Exception as err:
         raise PipelineLoadError(f"cannot build a parameter schema for {name!r}: {err}") from None
     return model, context_parameter

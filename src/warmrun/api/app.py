@@ -15,7 +15,11 @@ from temporalio.client import Client
 
 from warmrun import __version__
 from warmrun.api.deps import Authenticated
-from warmrun.api.middleware import BodyLimitMiddleware, InvocationMetricsMiddleware
+from warmrun.api.middleware import (
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    InvocationMetricsMiddleware,
+)
 from warmrun.api.models import invoke_request_model
 from warmrun.api.problems import install_problem_handlers
 from warmrun.api.routes import invoke, ops, runs
@@ -95,11 +99,16 @@ def create_app(
             "run is a Temporal `PipelineRun` workflow whose workflow ID is the run_id."
         ),
         lifespan=lifespan,
+        # `/runs/` is a 404, not a redirect to a Location built from the Host header.
+        redirect_slashes=False,
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
     )
+    # The last added runs first: metrics count every answer, auth refuses before the
+    # body limit reads (or refuses) a byte of the body, which comes before parsing.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthMiddleware, tokens=settings.auth_tokens())
     app.add_middleware(InvocationMetricsMiddleware, metrics=metrics)
     install_problem_handlers(app)
     app.include_router(invoke.invoke_router(invoke_request_model(pipeline, settings.max_timeout)))

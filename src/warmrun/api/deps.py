@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from warmrun.api.problems import Problem
+from warmrun.api.middleware.auth import token_problem
 from warmrun.deployment import Deployment
 
 
@@ -25,36 +24,19 @@ bearer = HTTPBearer(
 )
 
 
-def _matches(presented: str, tokens: list[str]) -> bool:
-    """Compare against every token in constant time, without stopping at a match."""
-    matched = False
-    for token in tokens:
-        matched |= secrets.compare_digest(presented.encode(), token.encode())
-    return matched
-
-
 async def require_token(
     deployment: DeploymentDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
-    """Bearer-token auth (`WARMRUN_AUTH_TOKEN`): every route but `/health` when it is set."""
-    tokens = deployment.settings.auth_tokens()
-    if not tokens:
-        return
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Problem(
-            401,
-            "unauthorized",
-            "this deployment requires `Authorization: Bearer <token>`",
-            headers={"WWW-Authenticate": 'Bearer realm="warmrun"'},
-        )
-    if not _matches(credentials.credentials, tokens):
-        raise Problem(
-            401,
-            "invalid_token",
-            "the bearer token is not valid for this deployment",
-            headers={"WWW-Authenticate": 'Bearer realm="warmrun", error="invalid_token"'},
-        )
+    """Bearer-token auth (`WARMRUN_AUTH_TOKEN`): every route but `/health` when it is set.
+
+    `AuthMiddleware` already refused a request without a valid token before its body
+    was read; this dependency declares the scheme in the OpenAPI spec and checks again,
+    so a route is guarded even in an app assembled without the middleware."""
+    authorization = f"{credentials.scheme} {credentials.credentials}" if credentials else None
+    problem = token_problem(authorization, deployment.settings.auth_tokens())
+    if problem is not None:
+        raise problem
 
 
 Authenticated = Depends(require_token)

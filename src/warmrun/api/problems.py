@@ -9,7 +9,10 @@ answers problem+json.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 from temporalio.service import RPCError, RPCStatusCode
 
 from warmrun.services.errors import (
@@ -64,11 +68,13 @@ class ProblemDetails(BaseModel):
 
 _DESCRIPTIONS = {
     400: "Malformed JSON (`malformed_json`).",
-    401: "Missing or invalid bearer token (`unauthorized`, `invalid_token`).",
+    401: "Missing or invalid bearer token (`unauthorized`, `invalid_token`), checked before "
+    "the body is read.",
     404: "No run of this deployment has that id (`run_not_found`).",
     409: "The run already ended.",
     413: "The body exceeds `WARMRUN_MAX_BODY_BYTES` (`payload_too_large`).",
-    422: "Invalid body, parameters or header (`validation_error`), an Idempotency-Key "
+    422: "Invalid body, parameters, query or header (`validation_error`), a `page_token` "
+    "this listing did not hand out (`invalid_page_token`), an Idempotency-Key "
     "already used for another request (`idempotency_key_reused`), a callback_url that may "
     "not be called (`callback_url_refused`) or webhooks not configured (`webhooks_disabled`).",
     429: "The deployment's backlog is full (`backlog_full`) or this replica has as many "
@@ -112,7 +118,34 @@ class Problem(Exception):
         self.extra = extra
 
 
-def problem_response(problem: Problem, request: Request | None = None) -> JSONResponse:
+MAX_ECHO = 200
+"""Characters of a client's input (an id, a path) that a problem echoes."""
+
+
+def clip(text: str, limit: int = MAX_ECHO) -> str:
+    """What a client sent, echoed at most `limit` characters long: a 60 KB run id gets
+    its 404, not a 120 KB answer."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"
+
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_JSON
+
+    def render(self, content: Any) -> bytes:
+        """ASCII escapes: a problem renders whatever the client sent (a lone surrogate
+        in an echoed location cannot be UTF-8, but `\\ud800` is JSON)."""
+        return json.dumps(
+            content, ensure_ascii=True, allow_nan=False, separators=(",", ":")
+        ).encode()
+
+
+def problem_response(
+    problem: Problem, request: Request | None = None, *, path: str | None = None
+) -> JSONResponse:
+    """The problem as an answer; `instance` is the request's path (from `request`, or
+    `path` for ASGI middleware that has no Request)."""
     body: dict[str, Any] = {
         "type": f"urn:warmrun:problem:{problem.code}",
         "title": problem.title,
@@ -121,11 +154,11 @@ def problem_response(problem: Problem, request: Request | None = None) -> JSONRe
         "detail": problem.detail,
     }
     if request is not None:
-        body["instance"] = request.url.path
+        path = request.url.path
+    if path is not None:
+        body["instance"] = clip(path)
     body.update(jsonable_encoder(problem.extra))
-    return JSONResponse(
-        body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM_JSON
-    )
+    return ProblemResponse(body, status_code=problem.status, headers=problem.headers)
 
 
 def validation_problem(errors: list[dict[str, Any]]) -> Problem:
@@ -158,12 +191,16 @@ def service_problem(error: RunServiceError) -> Problem:
     detail = str(error)
     match error:
         case RunNotFound():
+            detail = f"no run {clip(error.run_id)!r} in deployment {error.deployment!r}"
             return Problem(404, "run_not_found", detail)
         case RunAlreadyEnded():
             return Problem(409, "run_already_ended", detail)
         case InvalidPageToken():
-            return validation_problem(
-                [{"loc": ["query", "page_token"], "msg": detail, "type": "value_error"}]
+            return Problem(
+                422,
+                "invalid_page_token",
+                detail,
+                errors=[{"loc": ["query", "page_token"], "msg": detail, "type": "value_error"}],
             )
         case IdempotencyKeyReused():
             return Problem(422, "idempotency_key_reused", detail, run_id=error.run_id)
@@ -220,8 +257,30 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _CODES_BY_STATUS.get(exc.status_code, f"http_{exc.status_code}")
-    problem = Problem(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request, headers.get("Allow", "")))
+    problem = Problem(exc.status_code, code, str(exc.detail), headers=headers)
     return problem_response(problem, request)
+
+
+HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+def _allowed_methods(request: Request, named: str) -> list[str]:
+    """Every method the spec gives this path, with those the framework `named`: it
+    names only the first route matching the path, so `/runs/{id}` said `Allow: GET`
+    though DELETE exists."""
+    methods = {method.strip() for method in named.split(",") if method.strip()}
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if _path_regex(template).match(request.url.path):
+            methods.update(key.upper() for key in operations if key in HTTP_METHODS)
+    return sorted(methods)
+
+
+@functools.cache
+def _path_regex(template: str) -> re.Pattern[str]:
+    return compile_path(template)[0]
 
 
 async def _on_rpc_error(request: Request, exc: Exception) -> JSONResponse:

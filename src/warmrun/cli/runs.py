@@ -3,6 +3,11 @@
 Results go to stdout as JSON (pipe them to `jq`); progress bars, prompts and messages
 go to stderr. The exit code says how the run ended: 0 succeeded, 1 failed (or the
 deployment refused the request), 2 usage, 3 cancelled, 4 timed out, 130 interrupted.
+
+What a run says of itself (its name, error, step names, pipeline name, ids) and what
+a server answers is shown through `printable()` (or `json_text()` for JSON), never
+raw: a pipeline, or a server, must not be able to send escape sequences to an
+operator's terminal (retitle it, clear it, fake a prompt).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +25,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.highlighter import JSONHighlighter
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -64,6 +71,31 @@ STATUS_STYLES = {
     RunStatus.CANCELLED: "yellow",
     RunStatus.TIMED_OUT: "red",
 }
+
+
+UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""C0 and C1 control characters but newline and tab (ESC and CSI start escape
+sequences, CR overwrites a line), DEL, and the bidi marks and overrides that reorder
+what a terminal shows."""
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match[0])
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: object) -> str:
+    """Text from a run or a server, safe for the terminal and for rich markup: control
+    characters shown as `\\x1b`-style escapes, markup brackets escaped."""
+    return escape(UNPRINTABLE.sub(_escaped, str(text)))
+
+
+def json_text(data: Any) -> str:
+    """Indented JSON whose strings show no control character raw. `json.dumps` escapes
+    C0 itself; DEL, C1 and bidi controls are escaped here (`\\u009b`): still the
+    same JSON values, only spelled in ASCII."""
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    return UNPRINTABLE.sub(lambda match: f"\\u{ord(match[0]):04x}", text)
 
 
 runs_app = typer.Typer(
@@ -166,7 +198,7 @@ def invoke(
             accepted = handle.accepted or AcceptedRun(run_id=handle.run_id)
             print_json(accepted.model_dump(mode="json", exclude_unset=True))
             return
-        console.print(f"[dim]run[/dim] [bold]{handle.run_id}[/bold]", soft_wrap=True)
+        console.print(f"[dim]run[/dim] [bold]{printable(handle.run_id)}[/bold]", soft_wrap=True)
         try:
             run = follow(handle, console, progress=follow_run)
         except KeyboardInterrupt:
@@ -227,8 +259,8 @@ def list_runs(
     for run in runs:
         style = STATUS_STYLES.get(run.status, "")
         table.add_row(
-            run.run_id,
-            escape(run.run_name or ""),
+            printable(run.run_id),
+            printable(run.run_name or ""),
             f"[{style}]{run.status}[/{style}]" if style else run.status,
             progress_text(run),
             run.created_at.strftime("%Y-%m-%d %H:%M:%S") if run.created_at else "",
@@ -252,9 +284,9 @@ def cancel_run(url: UrlArg = None, run_id: RunIdArg = None, token: TokenOpt = No
     with deployment_at(base, token) as deployment:
         run = deployment.run(rid).cancel()
     if run.is_terminal:
-        console.print(f"run {rid} had already ended: {run.status}", soft_wrap=True)
+        console.print(f"run {printable(rid)} had already ended: {run.status}", soft_wrap=True)
     else:
-        console.print(f"cancellation of run {rid} requested", soft_wrap=True)
+        console.print(f"cancellation of run {printable(rid)} requested", soft_wrap=True)
     print_json(run.model_dump(mode="json", exclude_unset=True))
 
 
@@ -306,7 +338,7 @@ def deployment_at(url: str, token: str | None) -> Iterator[DeploymentClient]:
         with DeploymentClient(url, token) as deployment:
             yield deployment
     except WarmrunError as err:
-        console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
+        console.print(f"[red]error:[/red] {printable(err)}", soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None
 
 
@@ -344,7 +376,7 @@ def bar_state(run: Run) -> dict[str, Any]:
         fraction = 1.0
     style = STATUS_STYLES.get(run.status, "")
     return {
-        "description": escape(progress.step or run.pipeline_name),
+        "description": printable(progress.step or run.pipeline_name),
         "total": None if fraction is None else 1.0,
         "completed": fraction or 0.0,
         "steps": steps_text(progress),
@@ -377,7 +409,7 @@ def progress_text(run: Run) -> str:
     progress = run.progress
     if progress is None:
         return ""
-    parts = [escape(progress.step)] if progress.step else []
+    parts = [printable(progress.step)] if progress.step else []
     if steps := steps_text(progress):
         parts.append(steps)
     return " · ".join(parts)
@@ -388,10 +420,13 @@ def interrupted(handle: RunHandle, *, ask_to_cancel: bool) -> NoReturn:
     command started, offer to cancel it (no answer, or a second Ctrl-C, leaves it)."""
     console.print()
     cancel = False
+    run_id = printable(handle.run_id)
     if ask_to_cancel:
         try:
             cancel = typer.confirm(
-                f"Cancel run {handle.run_id}? (no: leave it running)", default=False, err=True
+                f"Cancel run {UNPRINTABLE.sub(_escaped, handle.run_id)}? (no: leave it running)",
+                default=False,
+                err=True,
             )
         except typer.Abort:
             console.print()
@@ -399,15 +434,15 @@ def interrupted(handle: RunHandle, *, ask_to_cancel: bool) -> NoReturn:
         try:
             run = handle.cancel()
         except WarmrunError as err:
-            console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
-            console.print(f"run {handle.run_id} may still be running", soft_wrap=True)
+            console.print(f"[red]error:[/red] {printable(err)}", soft_wrap=True)
+            console.print(f"run {run_id} may still be running", soft_wrap=True)
             raise typer.Exit(EXIT_FAILED) from None
         what = f"had already ended: {run.status}" if run.is_terminal else "cancellation requested"
-        console.print(f"run {handle.run_id} {what}", soft_wrap=True)
+        console.print(f"run {run_id} {what}", soft_wrap=True)
     else:
         console.print(
-            f"run {handle.run_id} left running; follow it with: "
-            f"warmrun runs watch {handle.client.url} {handle.run_id}",
+            f"run {run_id} left running; follow it with: "
+            f"warmrun runs watch {printable(handle.client.url)} {run_id}",
             soft_wrap=True,
         )
     raise typer.Exit(EXIT_INTERRUPTED)
@@ -422,16 +457,18 @@ def finish(run: Run) -> NoReturn:
         reason = f": {run.error.type}: {run.error.message}" if run.error else ""
         style = STATUS_STYLES.get(run.status, "red")
         console.print(
-            f"[{style}]run {run.run_id} {run.status.replace('_', ' ')}[/{style}]{escape(reason)}",
+            f"[{style}]run {printable(run.run_id)} {run.status.replace('_', ' ')}[/{style}]"
+            f"{printable(reason)}",
             soft_wrap=True,
         )
     raise typer.Exit(EXIT_CODES.get(run.status, EXIT_FAILED))
 
 
 def print_json(data: Any) -> None:
-    """JSON on stdout: highlighted for a terminal, plain for a pipe."""
-    text = json.dumps(data, indent=2, ensure_ascii=False)
+    """JSON on stdout: highlighted for a terminal, plain for a pipe; no control
+    character raw in either (`print_json` would parse the text and write them back)."""
+    text = json_text(data)
     if sys.stdout.isatty():
-        Console(soft_wrap=True).print_json(text)
+        Console(soft_wrap=True).print(JSONHighlighter()(Text(text)))
     else:
         typer.echo(text)

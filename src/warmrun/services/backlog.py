@@ -55,8 +55,14 @@ ASSUME_VISIBLE_AFTER = 10.0
 """A started run still unseen after this long is assumed counted (bounds the id list)."""
 ID_QUERY_CHUNK = 100
 DRAIN_WINDOW = timedelta(seconds=60)
-MAX_RETRY_AFTER = 300
-IDLE_RETRY_AFTER = 10
+"""Runs that finished this recently tell how fast the backlog drains."""
+DRAIN_SAMPLE = 50
+"""At most this many of them (the most recently finished) are looked at."""
+MIN_RETRY_AFTER = 1
+MAX_RETRY_AFTER = 60
+"""The bundled client waits at most 120 s in all, so a longer hint would only make
+it give up; a backlog that drains slower than this is re-estimated at each retry."""
+IDLE_RETRY_AFTER = 5
 """Retry-After when no run finished within the drain window to estimate from."""
 
 logger = logging.getLogger(__name__)
@@ -198,17 +204,38 @@ class Backlog:
         return visible
 
     async def _retry_after_seconds(self) -> int:
-        """Runs over the limit divided by how fast runs finished lately."""
+        """How long the backlog takes to free a slot for this request, at the rate
+        runs finished lately (see `drain_estimate`)."""
         cached = self._retry_after
         if cached and time.monotonic() - cached[0] < REFRESH_SECONDS:
             return cached[1]
-        since = (datetime.now(UTC) - DRAIN_WINDOW).strftime("%Y-%m-%dT%H:%M:%SZ")
-        finished = await self._client.count_workflows(
-            f"{self._query} AND ExecutionStatus != 'Running' AND CloseTime > '{since}'"
-        )
-        rate = finished.count / DRAIN_WINDOW.total_seconds()
-        excess = self.estimate() - self._limit + 1
-        seconds = math.ceil(excess / rate) if rate > 0 else IDLE_RETRY_AFTER
-        seconds = max(1, min(seconds, MAX_RETRY_AFTER))
+        now = datetime.now(UTC)
+        since = (now - DRAIN_WINDOW).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        query = f"{self._query} AND ExecutionStatus != 'Running' AND CloseTime > '{since}'"
+        started = [
+            execution.start_time
+            async for execution in self._client.list_workflows(
+                query, page_size=DRAIN_SAMPLE, limit=DRAIN_SAMPLE
+            )
+        ]
+        seconds = drain_estimate(started, now, self.estimate() - self._limit + 1)
         self._retry_after = (time.monotonic(), seconds)
         return seconds
+
+
+def drain_estimate(finished_started: list[datetime], now: datetime, excess: int) -> int:
+    """Seconds until `excess` runs have finished, from the runs that finished lately
+    (given by their start times): they finished at a rate of their number over the
+    time since the earliest of them started, at most `DRAIN_WINDOW`.
+
+    Dividing by the whole window instead undercounted the rate whenever the
+    deployment had been idle for part of it (a burst after a quiet minute was told
+    180 s while it drained in 20). Measuring from the earliest start covers the runs'
+    own duration, so the first few that finish already give a fair rate."""
+    if not finished_started:
+        return IDLE_RETRY_AFTER
+    window = DRAIN_WINDOW.total_seconds()
+    span = min(window, (now - min(finished_started)).total_seconds())
+    rate = len(finished_started) / max(span, 0.001)
+    seconds = math.floor(max(excess, 1) / rate + 0.5)
+    return max(MIN_RETRY_AFTER, min(seconds, MAX_RETRY_AFTER))

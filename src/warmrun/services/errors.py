@@ -41,7 +41,10 @@ class RunAlreadyEnded(RunServiceError):
 
 class InvalidPageToken(RunServiceError):
     def __init__(self) -> None:
-        super().__init__("not a page token of this API")
+        super().__init__(
+            "not a page token of this listing: pass the `next_page_token` of the page "
+            "before, with the same `status` filter"
+        )
 
 
 class IdempotencyKeyReused(RunServiceError):

@@ -32,7 +32,7 @@ class BodyLimitMiddleware:
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
             problem = Problem(413, "payload_too_large", BodyTooLarge(self.max_bytes).detail)
-            await problem_response(problem)(scope, receive, send)
+            await problem_response(problem, path=scope["path"])(scope, receive, send)
             return
 
         received = 0

@@ -48,7 +48,7 @@ def run_request(deployment: Deployment, body: InvokeRequestBase) -> RunRequest:
     given = getattr(body, "parameters", None)
     model = given if given is not None else deployment.pipeline.parameters_model()
     return RunRequest(
-        parameters=model.model_dump(mode="json"),
+        parameters=deployment.pipeline.parameters_json(model),
         run_name=body.run_name,
         timeout=body.timeout,
         callback_url=body.callback_url,

@@ -115,7 +115,16 @@ async def _version_state(deployment: Deployment) -> VersionState | None:
         return None
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def metrics(deployment: DeploymentDep) -> Response:
     """Prometheus text: `warmrun_*` series, then the Temporal SDK's own."""
     body = deployment.metrics.render()

@@ -6,8 +6,6 @@ as the response model would have FastAPI validate it a second time.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Annotated, Any
@@ -24,7 +22,7 @@ from warmrun.api.problems import problem_responses
 from warmrun.resource import Run
 from warmrun.run import RunStatus
 from warmrun.services.cancel import cancel_run
-from warmrun.services.errors import InvalidPageToken, RunAlreadyEnded, RunNotFound
+from warmrun.services.errors import RunAlreadyEnded, RunNotFound
 from warmrun.services.listing import list_runs
 from warmrun.services.read import read_run, wait_until_closed
 from warmrun.services.watch import RunFollower
@@ -61,21 +59,8 @@ async def list_deployment_runs(
 ) -> RunList:
     """This deployment's runs from Temporal visibility: open runs first, newest first,
     then ended runs, most recently ended first."""
-    page = await list_runs(deployment, status, limit, _decode_page_token(page_token))
-    next_token = page.next_page_token
-    return RunList(
-        runs=page.runs,
-        next_page_token=base64.urlsafe_b64encode(next_token).decode() if next_token else None,
-    )
-
-
-def _decode_page_token(page_token: str | None) -> bytes | None:
-    if not page_token:
-        return None
-    try:
-        return base64.urlsafe_b64decode(page_token.encode())
-    except (binascii.Error, ValueError):
-        raise InvalidPageToken() from None
+    page = await list_runs(deployment, status, limit, page_token)
+    return RunList(runs=page.runs, next_page_token=page.next_page_token)
 
 
 @router.get(
