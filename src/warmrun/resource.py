@@ -89,6 +89,11 @@ class Run(_Snapshot):
     )
     webhook: RunWebhook | None = None
     links: RunLinks | None = None
+    zenml_run_id: str | None = Field(
+        None,
+        description="ZenML pipelines only: the id of the ZenML pipeline run this run is "
+        "(its `orchestrator_run_id` is this run_id), once it exists.",
+    )
 
     @property
     def is_terminal(self) -> bool:

@@ -49,6 +49,7 @@ def build_worker(
         activities=[
             activities.resolve_run_policy,
             activities.run_pipeline,
+            activities.close_zenml_run,
             webhooks.deliver_webhook,
         ],
         max_concurrent_activities=settings.max_concurrent_runs,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, create_model
 
 from warmrun.pipeline import Pipeline
 from warmrun.resource import Run
@@ -93,6 +93,20 @@ class InvokeMetadata(BaseModel):
     finished_at: datetime | None = None
 
 
+class ZenMLInvokeMetadata(InvokeMetadata):
+    """The metadata of a ZenML pipeline's answer: ZenML's own fields besides warmrun's.
+    `run_id` stays warmrun's (the run's Temporal workflow ID); ZenML's run is
+    `zenml_run_id`, and `run_name` is the ZenML run's name, as ZenML answers it."""
+
+    zenml_run_id: str | None = Field(None, description="ZenML's id of the pipeline run.")
+    run_index: int | None = None
+    snapshot_id: str | None = Field(None, description="The snapshot the deployment serves.")
+    snapshot_name: str | None = None
+    deployment_id: str | None = Field(
+        None, description="The ZenML deployment served (`warmrun serve zenml:DEPLOYMENT`)."
+    )
+
+
 class InvokeResponse(BaseModel):
     """ZenML-shaped answer of a sync invocation; a run that ended badly still answers
     200 with `success: false` and `metadata.status` saying how it ended."""
@@ -102,7 +116,7 @@ class InvokeResponse(BaseModel):
     execution_time: float | None = Field(
         None, description="Seconds from acceptance to the run's end."
     )
-    metadata: InvokeMetadata
+    metadata: SerializeAsAny[InvokeMetadata]
     error: str | None = None
 
 

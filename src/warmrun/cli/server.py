@@ -95,6 +95,7 @@ def _exit_after_graceful_shutdown(signum: int, frame: object) -> None:
 
 def _serve(pipeline: Pipeline, settings: Settings, host: str, port: int, log_level: str) -> None:
     signal.signal(signal.SIGTERM, _exit_after_graceful_shutdown)
+    settings = settings.with_defaults(pipeline.settings_defaults())
     if not settings.run_api:
         asyncio.run(_work_only(pipeline, settings))
         return

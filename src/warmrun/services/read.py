@@ -50,6 +50,7 @@ from warmrun.run import (
     RunError,
     RunMemo,
     RunStatus,
+    ZenMLRunLink,
 )
 from warmrun.services.errors import RunNotFound
 from warmrun.services.webhook_state import webhook_state
@@ -184,6 +185,7 @@ async def run_of(deployment: Deployment, description: WorkflowExecutionDescripti
         error=reading.error,
         webhook=webhook,
         links=links_of(deployment, description.id),
+        zenml_run_id=memo.zenml_run.run_id if memo.zenml_run else None,
     )
 
 
@@ -331,6 +333,12 @@ def failure_ending(failure: BaseException) -> tuple[RunStatus, RunError]:
             type=TIMED_OUT_ERROR, message="the run exceeded its time budget"
         )
     return RunStatus.FAILED, RunError(type=type(failure).__name__, message=str(failure))
+
+
+async def zenml_run_of(client: Client, run_id: str) -> ZenMLRunLink | None:
+    """The ZenML pipeline run a run of a ZenML pipeline is, from its memo."""
+    description = await client.get_workflow_handle(run_id).describe()
+    return RunMemo.from_memo(await description.memo()).zenml_run
 
 
 async def wait_for_end(client: Client, run_id: str, workflow_run_id: str | None) -> RunEnd:
