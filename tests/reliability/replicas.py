@@ -51,7 +51,7 @@ class Replica:
         self.command = [
             WARMRUN,
             "serve",
-            f"{PIPELINES}:{pipeline}",
+            pipeline if ":" in pipeline else f"{PIPELINES}:{pipeline}",
             "--port",
             str(self.port),
             "--log-level",

@@ -153,14 +153,14 @@ class PipelineActivities:
             if not work.done():  # the failure was not the pipeline's own
                 await _stopped(work, context, interrupt=self._pipeline.is_async)
             retryable = isinstance(err, RetryableError) or isinstance(err.__cause__, RetryableError)
+            # A pipeline raising Temporal's ApplicationError names its failure's type.
+            own = err if isinstance(err, ApplicationError) else None
             raise ApplicationError(
-                str(err) or type(err).__name__,
+                (own.message if own else str(err)) or type(err).__name__,
                 FailureDetails(
                     started_at=started_at, attempt=info.attempt, progress=context.snapshot()
                 ),
-                # A pipeline raising Temporal's ApplicationError names its failure's type.
-                type=(err.type if isinstance(err, ApplicationError) else None)
-                or type(err).__name__,
+                type=(own.type if own else None) or type(err).__name__,
                 non_retryable=not retryable,
             ) from err
         finally:
