@@ -80,7 +80,8 @@ async def call(
     if answer.status_code not in (200, 202):
         return False, f"HTTP {answer.status_code}: {answer.text[:160]}", elapsed, None
     data = answer.json()
-    if answer.status_code == 200 and not data.get("success", False):
+    # A sync answer says whether the run succeeded; ZenML's `/submit` answers 200 at once.
+    if path == "/invoke" and answer.status_code == 200 and not data.get("success", False):
         return False, f"success=false: {str(data.get('error'))[:160]}", elapsed, None
     return True, "", elapsed, data.get("run_id")
 

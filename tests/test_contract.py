@@ -18,9 +18,11 @@ from warmrun.run import (
     RunError,
     RunMemo,
     RunStatus,
+    ZenMLRunLink,
     checkpoints_from_heartbeat,
     new_run_id,
     runs_query,
+    zenml_run_memo,
 )
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "warmrun"
@@ -182,3 +184,12 @@ def test_run_ids_are_url_safe_and_never_look_like_an_option() -> None:
     for run_id in ids:
         assert run_id.startswith("run_") and len(run_id) == 26
         assert all(char.isalnum() or char in "-_" for char in run_id)
+
+
+def test_the_zenml_run_link_reads_back_from_the_memo() -> None:
+    link = ZenMLRunLink(run_id="5d1c…", run_name="r", run_index=3, original_run_id="0a2f…")
+    memo = RunMemo(pipeline_name="p", zenml_run=link).to_memo()
+
+    assert RunMemo.from_memo(memo).zenml_run == link
+    assert RunMemo.from_memo({**memo, **zenml_run_memo(link)}).zenml_run == link
+    assert RunMemo.from_memo({"pipeline_name": "p"}).zenml_run is None

@@ -351,3 +351,18 @@ async def test_accepting_a_run_never_opens_the_zenml_store(
     finally:
         replica.stop()
     assert not stores.exists(), sorted(p.name for p in stores.rglob("*"))
+
+
+def test_a_pipeline_zenml_cannot_deploy_is_refused_at_load(tmp_path: Path) -> None:
+    from warmrun.pipeline import PipelineLoadError, load_pipeline
+
+    source = tmp_path / "undeployable.py"
+    source.write_text(
+        "from zenml import pipeline, step\n\n"
+        "@step\ndef echo(x: int) -> int:\n    return x\n\n"
+        "@pipeline\ndef needs_x(x: int):\n    echo(x)\n"
+    )
+    with pytest.raises(PipelineLoadError, match="needs a default for each parameter"):
+        load_pipeline(f"{source}:needs_x")
+    with pytest.raises(PipelineLoadError, match="no ZenML deployment 'nope'"):
+        load_pipeline("zenml:nope")

@@ -92,8 +92,9 @@ def serve_pipeline(definition: ZenMLPipelineDefinition) -> ZenMLPipeline:
         definition.prepare()  # compiles its steps and outputs (no store involved)
     except Exception as err:
         raise PipelineLoadError(
-            f"cannot prepare ZenML pipeline {definition.name!r}: {err}"
-        ) from err
+            f"cannot compile ZenML pipeline {definition.name!r} (a served pipeline needs a "
+            f"default for each parameter, or one set with `with_options(parameters=...)`): {err}"
+        ) from None
     output_schema = definition._compute_output_schema()
     if output_schema is None:
         raise PipelineLoadError(
