@@ -1,10 +1,9 @@
 """A ZenML pipeline as a warmrun `Pipeline`: ZenML's own contract, warmrun's runs.
 
-What the API needs is computed when the pipeline is loaded, with no ZenML store
-round trip for a `@pipeline` (its parameters model, input and output schemas are
-ZenML's, compiled from the pipeline's code), so accepting a run never touches the
-store. The store is first used when the worker warms up: one snapshot per process
-start (a `@pipeline`) or the served deployment's snapshot (`zenml:DEPLOYMENT`), and
+What the API needs is computed when the pipeline is loaded (ZenML's parameters model
+and its input and output schemas, compiled from the pipeline's code), so accepting a
+run never touches the ZenML store. The worker's warm-up writes to it: one snapshot
+per process start (a `@pipeline`; `zenml:DEPLOYMENT` serves the deployment's), then
 the pipeline's `on_init`.
 """
 
