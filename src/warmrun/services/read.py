@@ -242,9 +242,21 @@ async def _read_open_history(
     history = await handle.fetch_history()
     if _scan_pipeline_events(history.events, reading):
         reading.status = RunStatus.RUNNING
+        pipeline_activities = {
+            event.event_id
+            for event in history.events
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            and event.activity_task_scheduled_event_attributes.activity_type.name
+            == RUN_PIPELINE_ACTIVITY
+        }
         for event in history.events:
-            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-                payloads = event.activity_task_completed_event_attributes.result.payloads
+            # Only `run_pipeline`'s result is an outcome (a ZenML run's closing is not).
+            completed = event.activity_task_completed_event_attributes
+            if (
+                event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+                and completed.scheduled_event_id in pipeline_activities
+            ):
+                payloads = completed.result.payloads
                 [outcome] = await _decode(client, payloads, PipelineOutcome)
                 reading.progress = outcome.progress
 
