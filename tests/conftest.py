@@ -7,8 +7,11 @@ Each deployment is a real uvicorn server on a loopback port running the real app
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -26,6 +29,24 @@ from warmrun.settings import Settings
 
 PIPELINES = Path(__file__).parent / "pipelines.py"
 sys.path.append(str(Path(__file__).resolve().parents[1] / "examples"))
+
+# A throwaway ZenML store and repository for the session, set before anything imports
+# zenml (it reads these once) and inherited by the processes tests start: nothing is
+# written under ~/.config, and the real ZenML runs against a SQLite file in a temp dir.
+ZENML_HOME = Path(tempfile.mkdtemp(prefix="warmrun-tests-zenml-"))
+ZENML_REPO = ZENML_HOME / "repo"
+atexit.register(shutil.rmtree, ZENML_HOME, ignore_errors=True)
+os.environ.update(
+    {
+        "ZENML_CONFIG_PATH": str(ZENML_HOME / "config"),
+        "ZENML_LOCAL_STORES_PATH": str(ZENML_HOME / "stores"),
+        "ZENML_REPOSITORY_PATH": str(ZENML_REPO),
+        "ZENML_ANALYTICS_OPT_IN": "false",
+        "ZENML_ENABLE_RICH_TRACEBACK": "false",
+        "ZENML_LOGGING_COLORS_DISABLED": "true",
+        "AUTO_OPEN_DASHBOARD": "false",
+    }
+)
 
 # Short timeouts keep failure-detection tests fast.
 TEST_SETTINGS: dict[str, Any] = {
@@ -88,6 +109,20 @@ def serve(temporal_client: Client) -> ServeFn:
             await serving_task
 
     return serving
+
+
+@pytest.fixture(scope="session")
+def zenml_repo() -> Path:
+    """`zenml init` in the session's ZenML repository, holding the tests' ZenML
+    pipelines: ZenML resolves pipeline code relative to the repository (its source
+    root), in this process and in the servers ZenML's deployer starts."""
+    from zenml.client import Client
+
+    if not (ZENML_REPO / ".zen").exists():
+        shutil.copytree(Path(__file__).parent / "zenml_repo", ZENML_REPO, dirs_exist_ok=True)
+        Client.initialize(root=ZENML_REPO)
+        sys.path.append(str(ZENML_REPO))  # as ZenML imports it: `zenml_pipelines`
+    return ZENML_REPO
 
 
 @pytest.fixture(scope="session")

@@ -18,10 +18,12 @@ from warmrun.run import (
     RunError,
     RunMemo,
     RunStatus,
+    ZenMLRunLink,
     checkpoints_from_heartbeat,
     new_run_id,
     run_id_for_request,
     runs_query,
+    zenml_run_memo,
 )
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "warmrun"
@@ -205,3 +207,12 @@ def test_a_nexus_request_id_names_one_run_id_of_the_usual_shape() -> None:
     assert run_id != run_id_for_request("other", "0b6f1c9e-4d1e-4ad7-9f0e-2d3c1a5b7e99")
     assert run_id.startswith("run_") and len(run_id) == len(new_run_id())
     assert all(char.isalnum() or char in "-_" for char in run_id)
+
+
+def test_the_zenml_run_link_reads_back_from_the_memo() -> None:
+    link = ZenMLRunLink(run_id="5d1c…", run_name="r", run_index=3, original_run_id="0a2f…")
+    memo = RunMemo(pipeline_name="p", zenml_run=link).to_memo()
+
+    assert RunMemo.from_memo(memo).zenml_run == link
+    assert RunMemo.from_memo({**memo, **zenml_run_memo(link)}).zenml_run == link
+    assert RunMemo.from_memo({"pipeline_name": "p"}).zenml_run is None

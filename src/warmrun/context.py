@@ -16,12 +16,13 @@ import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import pydantic_core
 from pydantic import TypeAdapter
 
-from warmrun.run import Progress, StepCheckpoint
+from warmrun.run import Progress, StepCheckpoint, ZenMLRunLink
 
 MAX_CHECKPOINT_BYTES = 256 * 1024
 """Step results kept for resuming, in all; they travel in every heartbeat."""
@@ -71,8 +72,12 @@ class RunContext:
         attempt: int = 1,
         resume_from: list[StepCheckpoint] | None = None,
         on_change: Callable[[], None] | None = None,
+        deadline: datetime | None = None,
+        on_zenml_run: Callable[[ZenMLRunLink], None] | None = None,
     ) -> None:
         self._run_id = run_id
+        self._deadline = deadline
+        self._on_zenml_run = on_zenml_run or (lambda link: None)
         self._run_name = run_name
         self._state = state
         self._attempt = attempt
@@ -100,6 +105,12 @@ class RunContext:
     def attempt(self) -> int:
         """1 for a first execution; more when the run resumed after a lost worker."""
         return self._attempt
+
+    @property
+    def deadline(self) -> datetime | None:
+        """When the run times out (None: not known here): a stop asked after it is the
+        timeout's rather than a cancel."""
+        return self._deadline
 
     @property
     def state(self) -> Any:
@@ -186,6 +197,10 @@ class RunContext:
 
     def _request_cancel(self) -> None:
         self._cancelled.set()
+
+    def _link_zenml_run(self, link: ZenMLRunLink) -> None:
+        """Record which ZenML pipeline run this run is (`warmrun.zenml` calls it)."""
+        self._on_zenml_run(link)
 
     @contextmanager
     def _block(self, name: str) -> Iterator[None]:

@@ -10,6 +10,10 @@ also inside a container, or on a nested model's config); every other float refus
 them. Where they are allowed, the run's input (and so `parameters_used`) carries them
 as the strings `"NaN"`, `"Infinity"` and `"-Infinity"`, which the parameter's
 validation turns back into the same float the pipeline receives.
+
+A ZenML `@pipeline` (or `zenml:DEPLOYMENT`, a registered ZenML deployment) is another
+kind of `Pipeline`, made by `warmrun.zenml`; that package, and zenml, are imported
+only when the object to serve comes from zenml.
 """
 
 from __future__ import annotations
@@ -31,9 +35,12 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
 from pydantic.fields import FieldInfo
 
 from warmrun.context import RunContext
+from warmrun.run import CloseZenMLRunInput, Progress, RunError
 
 RESULT_KEY = "result"
 """Key under which a return value that is not a JSON object is put in `outputs`."""
+ZENML_REFERENCE_PREFIX = "zenml:"
+"""`zenml:DEPLOYMENT` serves a registered ZenML deployment, by name or id."""
 
 
 class PipelineLoadError(Exception):
@@ -106,6 +113,22 @@ class Pipeline:
         if self.context_parameter:
             kwargs[self.context_parameter] = context
         return kwargs
+
+    def error_text(self, error: RunError, progress: Progress | None) -> str:
+        """The `error` of a sync answer for a run that ended with `error`."""
+        return f"{error.type}: {error.message}"
+
+    def close_run(self, input: CloseZenMLRunInput) -> None:
+        """Finish the ZenML run of a run warmrun gave up on; plain pipelines have none."""
+
+    def settings_defaults(self) -> dict[str, Any]:
+        """Settings this kind of pipeline needs by default (environment and flags win)."""
+        return {}
+
+    @property
+    def links_zenml_runs(self) -> bool:
+        """Each run is also a ZenML pipeline run, named in the run's memo."""
+        return False
 
     @staticmethod
     def to_outputs(value: Any, max_bytes: int | None = None) -> Outputs:
@@ -187,7 +210,9 @@ def _allows_non_finite(annotation: Any, metadata: Iterable[Any], seen: set[int])
 
 
 def load_pipeline(reference: str) -> Pipeline:
-    """Load `package.module:attribute` or `path/to/file.py:attribute`."""
+    """Load `package.module:attribute`, `path/to/file.py:attribute` or `zenml:DEPLOYMENT`."""
+    if reference.startswith(ZENML_REFERENCE_PREFIX):
+        return _zenml().load_deployment(reference.removeprefix(ZENML_REFERENCE_PREFIX))
     module_ref, _, attribute = reference.rpartition(":")
     if not module_ref or not attribute:
         raise PipelineLoadError(
@@ -199,6 +224,8 @@ def load_pipeline(reference: str) -> Pipeline:
         function = getattr(module, attribute)
     except AttributeError:
         raise PipelineLoadError(f"{module_ref!r} has no attribute {attribute!r}") from None
+    if type(function).__module__.partition(".")[0] == "zenml":
+        return _zenml().serve_pipeline(function)
     if not callable(function):
         raise PipelineLoadError(f"{reference!r} is not callable")
     model, context_parameter = _parameters_model(attribute, function)
@@ -210,6 +237,17 @@ def load_pipeline(reference: str) -> Pipeline:
         init=_hook(module, "init"),
         cleanup=_hook(module, "cleanup"),
     )
+
+
+def _zenml() -> Any:
+    """`warmrun.zenml`, imported now that a ZenML object is to be served."""
+    try:
+        import warmrun.zenml
+    except ImportError as err:
+        raise PipelineLoadError(
+            f"serving a ZenML pipeline needs ZenML: pip install 'warmrun[zenml]' ({err})"
+        ) from None
+    return warmrun.zenml
 
 
 def _import(module_ref: str) -> Any:

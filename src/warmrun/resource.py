@@ -100,6 +100,11 @@ class Run(_Snapshot):
         "own build. If none is left, start one or move the run (README, Upgrades).",
     )
     links: RunLinks | None = None
+    zenml_run_id: str | None = Field(
+        None,
+        description="ZenML pipelines only: the id of the ZenML pipeline run this run is "
+        "(its `orchestrator_run_id` is this run_id), once it exists.",
+    )
 
     @property
     def is_terminal(self) -> bool:

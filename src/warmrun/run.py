@@ -87,6 +87,10 @@ TERMINAL_EVENTS = (
 WORKFLOW_TYPE = "PipelineRun"
 RUN_PIPELINE_ACTIVITY = "run_pipeline"
 RUN_POLICY_ACTIVITY = "resolve_run_policy"
+CLOSE_ZENML_RUN_ACTIVITY = "close_zenml_run"
+ZENML_RUN_SIGNAL = "zenml_run"
+"""Sent by the `run_pipeline` activity of a ZenML pipeline to its own workflow once the
+ZenML pipeline run exists: the workflow keeps the link in the run's memo."""
 WEBHOOK_WORKFLOW_TYPE = "WarmrunWebhookDelivery"
 DELIVER_WEBHOOK_ACTIVITY = "deliver_webhook"
 TASK_QUEUE_PREFIX = "warmrun-"
@@ -277,6 +281,8 @@ class RunPipelineInput:
     run_name: str | None = None
     callback_url: str | None = None
     callback_events: list[str] | None = None
+    deadline: str | None = None
+    """When the run times out (RFC 3339): a stop asked after it is the timeout's."""
 
 
 @dataclass
@@ -337,9 +343,56 @@ class FailureDetails:
         )
 
 
+# --- the ZenML pipeline run a run is ---------------------------------------------------
+
+
+@dataclass
+class ZenMLRunLink:
+    """The ZenML pipeline run that a run of a ZenML pipeline is (`warmrun.zenml`).
+
+    ZenML chooses its runs' ids, so the two ids are linked both ways: the ZenML run's
+    `orchestrator_run_id` (and its `warmrun_run_id` run metadata) is the warmrun run_id,
+    and this link, in the run's memo, names the ZenML run. After a lost worker whose
+    step could not be retried in place, the run continues in a ZenML *replay* of the
+    first ZenML run (`original_run_id`); the link then names the replay.
+    """
+
+    run_id: str
+    """ZenML's id (a UUID) of the pipeline run."""
+    run_name: str | None = None
+    run_index: int | None = None
+    snapshot_id: str | None = None
+    """The snapshot the deployment serves (ZenML's `metadata.snapshot_id`)."""
+    snapshot_name: str | None = None
+    run_snapshot_id: str | None = None
+    """The per-run snapshot holding this run's parameters."""
+    deployment_id: str | None = None
+    """The ZenML deployment served, for `warmrun serve zenml:DEPLOYMENT`."""
+    deployment_name: str | None = None
+    original_run_id: str | None = None
+    """The ZenML run this one replays after a lost worker."""
+
+    @classmethod
+    def from_json(cls, value: Any) -> "ZenMLRunLink | None":
+        if not isinstance(value, dict) or not isinstance(value.get("run_id"), str):
+            return None
+        return cls(**_known_fields(cls, value))
+
+
+@dataclass
+class CloseZenMLRunInput:
+    """Input of the `close_zenml_run` activity: finish a ZenML run warmrun gave up on."""
+
+    zenml_run_id: str
+    status: RunStatus
+    """How the warmrun run ended (failed, cancelled or timed_out)."""
+    reason: str
+
+
 # --- how a run ended, and its memo ----------------------------------------------------
 
 ENDING_MEMO_KEY = "outcome"
+ZENML_RUN_MEMO_KEY = "zenml_run"
 ENDING_MEMO_MAX_BYTES = 1536
 """A `RunEnding` is kept under Temporal's memo warning size (2 KiB by default): larger
 outputs or error messages stay in history only."""
@@ -456,6 +509,8 @@ class RunMemo:
     request_fingerprint: str | None = None
     """Of the request an Idempotency-Key started the run with (see services/idempotency)."""
     ending: RunEnding | None = None
+    zenml_run: ZenMLRunLink | None = None
+    """The ZenML pipeline run this run is (ZenML pipelines only), once it exists."""
 
     def to_memo(self) -> dict[str, Any]:
         memo: dict[str, Any] = {"pipeline_name": self.pipeline_name, "run_name": self.run_name}
@@ -465,6 +520,8 @@ class RunMemo:
             memo["request_fingerprint"] = self.request_fingerprint
         if self.ending is not None:
             memo |= self.ending.to_memo()
+        if self.zenml_run is not None:
+            memo |= zenml_run_memo(self.zenml_run)
         return memo
 
     @classmethod
@@ -478,7 +535,13 @@ class RunMemo:
             callback_events=[str(event) for event in events] if isinstance(events, list) else None,
             request_fingerprint=_str_or_none(memo.get("request_fingerprint")),
             ending=RunEnding.from_memo(memo, closed_as),
+            zenml_run=ZenMLRunLink.from_json(memo.get(ZENML_RUN_MEMO_KEY)),
         )
+
+
+def zenml_run_memo(link: ZenMLRunLink) -> dict[str, Any]:
+    """The memo entry a workflow upserts when its ZenML run exists (or is replayed)."""
+    return {ZENML_RUN_MEMO_KEY: asdict(link)}
 
 
 # --- webhook deliveries ---------------------------------------------------------------

@@ -8,6 +8,7 @@ API keys), so the dev server, a self-hosted cluster and Temporal Cloud work unch
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from pydantic import Field, PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -132,6 +133,14 @@ class Settings(BaseSettings):
     )
     run_worker: bool = Field(True, description="Execute runs in this process.")
     run_api: bool = Field(True, description="Serve the HTTP API from this process.")
+
+    def with_defaults(self, defaults: dict[str, Any]) -> Settings:
+        """These settings, with `defaults` for the ones neither the environment nor a
+        flag set (a ZenML pipeline's lower concurrency, say)."""
+        unset = {
+            name: value for name, value in defaults.items() if name not in self.model_fields_set
+        }
+        return self.model_copy(update=unset) if unset else self
 
     def deployment_name(self, pipeline_name: str) -> str:
         return self.deployment or pipeline_name

@@ -63,6 +63,7 @@ def build_worker(
         activities=[
             activities.resolve_run_policy,
             activities.run_pipeline,
+            activities.close_zenml_run,
             webhooks.deliver_webhook,
         ],
         nexus_service_handlers=[RunsNexusHandler(deployment)],

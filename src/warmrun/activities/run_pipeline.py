@@ -28,6 +28,7 @@ from typing import Any, cast
 
 from pydantic import ValidationError
 from temporalio import activity
+from temporalio.client import WorkflowHandle
 from temporalio.common import RawValue
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
@@ -37,19 +38,25 @@ from warmrun.context import CancellationRequested, RetryableError, RunContext
 from warmrun.metrics import Metrics
 from warmrun.pipeline import InvalidOutputs, Outputs, Pipeline
 from warmrun.run import (
+    CLOSE_ZENML_RUN_ACTIVITY,
     INVALID_OUTPUTS_ERROR,
     INVALID_PARAMETERS_ERROR,
     RUN_PIPELINE_ACTIVITY,
     RUN_POLICY_ACTIVITY,
+    ZENML_RUN_SIGNAL,
+    CloseZenMLRunInput,
     FailureDetails,
     PipelineOutcome,
     RunPipelineInput,
     RunPolicy,
     RunStatus,
+    ZenMLRunLink,
     checkpoints_from_heartbeat,
 )
 from warmrun.settings import Settings
 
+LINK_TIMEOUT = 10.0
+"""Seconds the pipeline's thread waits for the Temporal server to take a ZenML run link."""
 MAX_SILENCE = 2.0
 """Longest gap between heartbeats: a cancel reaches a run only in a heartbeat's answer."""
 LARGE_JSON_BYTES = 64 * 1024
@@ -80,6 +87,12 @@ class PipelineActivities:
     async def resolve_run_policy(self) -> RunPolicy:
         """The policy of a run started without one (by another Temporal client)."""
         return self._settings.run_policy(self._pipeline.name)
+
+    @activity.defn(name=CLOSE_ZENML_RUN_ACTIVITY)
+    async def close_zenml_run(self, input: CloseZenMLRunInput) -> None:
+        """Finish the ZenML run of a run warmrun gave up on (idempotent)."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._pipeline.close_run, input)
 
     @activity.defn(name=RUN_PIPELINE_ACTIVITY)
     async def run_pipeline(self, input: RunPipelineInput) -> PipelineOutcome:
@@ -118,6 +131,8 @@ class PipelineActivities:
             attempt=info.attempt,
             resume_from=checkpoints_from_heartbeat(info.heartbeat_details),
             on_change=lambda: loop.call_soon_threadsafe(changed.set),
+            deadline=datetime.fromisoformat(input.deadline) if input.deadline else None,
+            on_zenml_run=_zenml_run_linker(loop, info),
         )
         events = RunEventSender(input, self._settings, self._pipeline.name)
         work = self._start(self._pipeline.arguments(parameters, context))
@@ -138,12 +153,14 @@ class PipelineActivities:
             if not work.done():  # the failure was not the pipeline's own
                 await _stopped(work, context, interrupt=self._pipeline.is_async)
             retryable = isinstance(err, RetryableError) or isinstance(err.__cause__, RetryableError)
+            # A pipeline raising Temporal's ApplicationError names its failure's type.
+            own = err if isinstance(err, ApplicationError) else None
             raise ApplicationError(
-                str(err) or type(err).__name__,
+                (own.message if own else str(err)) or type(err).__name__,
                 FailureDetails(
                     started_at=started_at, attempt=info.attempt, progress=context.snapshot()
                 ),
-                type=type(err).__name__,
+                type=(own.type if own else None) or type(err).__name__,
                 non_retryable=not retryable,
             ) from err
         finally:
@@ -195,6 +212,29 @@ class PipelineActivities:
                 details = [RawValue(payload) for payload in payloads]
             activity.heartbeat(*details)
             await events.progress(progress)
+
+
+def _zenml_run_linker(
+    loop: asyncio.AbstractEventLoop, info: activity.Info
+) -> Callable[[ZenMLRunLink], None] | None:
+    try:
+        client = activity.client()
+    except RuntimeError:  # an activity run outside a worker (tests) has no client
+        return None
+    run = client.get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)
+    return functools.partial(_link_zenml_run, loop, run)
+
+
+def _link_zenml_run(
+    loop: asyncio.AbstractEventLoop, run: WorkflowHandle[Any, Any], link: ZenMLRunLink
+) -> None:
+    """Tell the run's workflow which ZenML run it is, from the pipeline's thread; the
+    signal is in the history before the activity can end, so the memo has it."""
+    sent = asyncio.run_coroutine_threadsafe(run.signal(ZENML_RUN_SIGNAL, link), loop)
+    try:
+        sent.result(LINK_TIMEOUT)
+    except Exception:
+        logger.warning("run %s: could not record its ZenML run %s", run.id, link.run_id)
 
 
 def _sync_call(function: Callable[..., Any], arguments: dict[str, Any], max_bytes: int) -> Outputs:

@@ -41,7 +41,7 @@ def create_app(
 ) -> FastAPI:
     """Build the deployment's app. Its lifespan connects to Temporal (unless a client is
     given), warms the pipeline up and runs the worker; shutdown drains the worker."""
-    settings = settings or Settings()
+    settings = (settings or Settings()).with_defaults(pipeline.settings_defaults())
     deployment_name = settings.deployment_name(pipeline.name)
     replica_version(pipeline, settings)  # a name Temporal cannot version fails here, not later
     metrics = Metrics()

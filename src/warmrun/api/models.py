@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializeAsAny,
     ValidationError,
     create_model,
     field_validator,
@@ -220,6 +221,20 @@ class InvokeMetadata(BaseModel):
     finished_at: datetime | None = None
 
 
+class ZenMLInvokeMetadata(InvokeMetadata):
+    """The metadata of a ZenML pipeline's answer: ZenML's own fields besides warmrun's.
+    `run_id` stays warmrun's (the run's Temporal workflow ID); ZenML's run is
+    `zenml_run_id`, and `run_name` is the ZenML run's name, as ZenML answers it."""
+
+    zenml_run_id: str | None = Field(None, description="ZenML's id of the pipeline run.")
+    run_index: int | None = None
+    snapshot_id: str | None = Field(None, description="The snapshot the deployment serves.")
+    snapshot_name: str | None = None
+    deployment_id: str | None = Field(
+        None, description="The ZenML deployment served (`warmrun serve zenml:DEPLOYMENT`)."
+    )
+
+
 class InvokeResponse(BaseModel):
     """ZenML-shaped answer of a sync invocation; a run that ended badly still answers
     200 with `success: false` and `metadata.status` saying how it ended."""
@@ -229,7 +244,7 @@ class InvokeResponse(BaseModel):
     execution_time: float | None = Field(
         None, description="Seconds from acceptance to the run's end."
     )
-    metadata: InvokeMetadata
+    metadata: SerializeAsAny[InvokeMetadata]
     error: str | None = None
 
 

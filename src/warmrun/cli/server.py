@@ -128,6 +128,7 @@ def _serve(pipeline: Pipeline, settings: Settings, host: str, port: int, log_lev
         f"[bold]{version.build_id}[/bold] · versioning {version.versioning}"
     )
     signal.signal(signal.SIGTERM, _exit_after_graceful_shutdown)
+    settings = settings.with_defaults(pipeline.settings_defaults())
     if not settings.run_api:
         asyncio.run(_work_only(pipeline, settings))
         return

@@ -125,4 +125,5 @@ async def _listed(deployment: Deployment, execution: WorkflowExecution) -> Run |
         created_at=execution.start_time,
         finished_at=execution.close_time,
         links=links_of(deployment, execution.id),
+        zenml_run_id=memo.zenml_run.run_id if memo.zenml_run else None,
     )

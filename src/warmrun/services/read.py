@@ -51,6 +51,7 @@ from warmrun.run import (
     RunError,
     RunMemo,
     RunStatus,
+    ZenMLRunLink,
 )
 from warmrun.services.errors import RunNotFound
 from warmrun.services.webhook_state import webhook_state
@@ -192,6 +193,7 @@ async def run_of(deployment: Deployment, description: WorkflowExecutionDescripti
         build_id=version.build_id,
         waiting_for=waiting_for,
         links=links_of(deployment, description.id),
+        zenml_run_id=memo.zenml_run.run_id if memo.zenml_run else None,
     )
 
 
@@ -248,9 +250,21 @@ async def _read_open_history(
     history = await handle.fetch_history()
     if _scan_pipeline_events(history.events, reading):
         reading.status = RunStatus.RUNNING
+        pipeline_activities = {
+            event.event_id
+            for event in history.events
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            and event.activity_task_scheduled_event_attributes.activity_type.name
+            == RUN_PIPELINE_ACTIVITY
+        }
         for event in history.events:
-            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-                payloads = event.activity_task_completed_event_attributes.result.payloads
+            # Only `run_pipeline`'s result is an outcome (a ZenML run's closing is not).
+            completed = event.activity_task_completed_event_attributes
+            if (
+                event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+                and completed.scheduled_event_id in pipeline_activities
+            ):
+                payloads = completed.result.payloads
                 [outcome] = await _decode(client, payloads, PipelineOutcome)
                 reading.progress = outcome.progress
 
@@ -339,6 +353,12 @@ def failure_ending(failure: BaseException) -> tuple[RunStatus, RunError]:
             type=TIMED_OUT_ERROR, message="the run exceeded its time budget"
         )
     return RunStatus.FAILED, RunError(type=type(failure).__name__, message=str(failure))
+
+
+async def zenml_run_of(client: Client, run_id: str) -> ZenMLRunLink | None:
+    """The ZenML pipeline run a run of a ZenML pipeline is, from its memo."""
+    description = await client.get_workflow_handle(run_id).describe()
+    return RunMemo.from_memo(await description.memo()).zenml_run
 
 
 async def wait_for_end(client: Client, run_id: str, workflow_run_id: str | None) -> RunEnd:

@@ -9,6 +9,12 @@ workflow timer that cancels the activity the same way, so `timed_out`, like
 hands its terminal event to a webhook delivery workflow it abandons, so a slow
 receiver never keeps the run open. As it closes, the run records how it ended in its
 memo (`RunEnding`), so that one `describe()` reads it.
+
+A run of a ZenML pipeline is also a ZenML pipeline run: its activity signals the link
+(`ZenMLRunLink`) once that run exists, the workflow keeps it in the memo, and if the
+run ends any other way than succeeded it asks a worker to close that ZenML run
+(idempotent; a no-op when the activity already finished it), so a run Temporal gave
+up on is never left "running" in ZenML.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ with workflow.unsafe.imports_passed_through():
         TIMED_OUT_ERROR,
         WORKER_LOST_ERROR,
         WORKFLOW_TYPE,
+        ZENML_RUN_SIGNAL,
+        CloseZenMLRunInput,
         PipelineRunInput,
         PipelineRunResult,
         RunEnding,
@@ -42,9 +50,11 @@ with workflow.unsafe.imports_passed_through():
         RunPolicy,
         RunStatus,
         WebhookDeliveryInput,
+        ZenMLRunLink,
         run_payload,
         run_summary,
         webhook_delivery_id,
+        zenml_run_memo,
     )
     from warmrun.workflows.webhook_delivery import WebhookDelivery
 
@@ -54,6 +64,7 @@ class PipelineRun:
     def __init__(self) -> None:
         self._timed_out = False
         self._deadline: str | None = None
+        self._zenml_run: ZenMLRunLink | None = None
 
     @workflow.run
     async def run(self, input: PipelineRunInput) -> PipelineRunResult:
@@ -87,6 +98,7 @@ class PipelineRun:
                 run_name=input.run_name,
                 callback_url=input.callback_url,
                 callback_events=input.callback_events,
+                deadline=self._deadline,
             ),
             schedule_to_close_timeout=timedelta(seconds=remaining + policy.cancel_grace),
             heartbeat_timeout=timedelta(seconds=policy.heartbeat_timeout),
@@ -104,15 +116,18 @@ class PipelineRun:
                     type=TIMED_OUT_ERROR,
                     non_retryable=True,
                 )
+                await self._close_zenml_run(RunStatus.TIMED_OUT, failure.message)
                 await self._notify(input, policy, RunStatus.TIMED_OUT, error=failure)
                 # Visibility shows this run as Failed; the memo tells it timed out.
                 _record(RunEnding(RunStatus.TIMED_OUT, error=_error(failure)))
                 raise failure from None
             if is_cancelled_exception(err):
+                await self._close_zenml_run(RunStatus.CANCELLED, "cancelled through warmrun")
                 await self._notify(input, policy, RunStatus.CANCELLED)
                 _record(RunEnding(RunStatus.CANCELLED))
                 raise
             failure = _run_failure(err)
+            await self._close_zenml_run(RunStatus.FAILED, failure.message)
             await self._notify(input, policy, RunStatus.FAILED, error=failure)
             _record(RunEnding.of_failure(RunStatus.FAILED, _error(failure), failure.details))
             raise failure from None
@@ -141,6 +156,12 @@ class PipelineRun:
         _record(ending, outputs_bytes=outcome.outputs_bytes)
         return result
 
+    @workflow.signal(name=ZENML_RUN_SIGNAL)
+    def zenml_run(self, link: ZenMLRunLink) -> None:
+        """The ZenML pipeline run this run is (sent by its activity, again after a replay)."""
+        self._zenml_run = link
+        workflow.upsert_memo(zenml_run_memo(link))
+
     @workflow.query
     def deadline(self) -> str | None:
         """When the run times out (RFC 3339): only the workflow knows its budget."""
@@ -150,6 +171,25 @@ class PipelineRun:
         await workflow.sleep(seconds)
         self._timed_out = True
         pipeline.cancel()
+
+    async def _close_zenml_run(self, status: RunStatus, reason: str) -> None:
+        """Finish the ZenML run of a run that did not succeed, on any worker; the
+        activity already did it unless its worker was lost (then nobody else would)."""
+        if self._zenml_run is None:
+            return
+        try:
+            await workflow.execute_activity_method(
+                PipelineActivities.close_zenml_run,
+                CloseZenMLRunInput(
+                    zenml_run_id=self._zenml_run.run_id, status=status, reason=reason
+                ),
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(maximum_attempts=5),
+                summary="close the ZenML pipeline run",
+            )
+        except ActivityError:
+            # The run still ends as it did; ZenML's run stays as the store last saw it.
+            workflow.logger.warning("could not close ZenML run %s", self._zenml_run.run_id)
 
     async def _notify(
         self,

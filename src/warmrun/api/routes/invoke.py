@@ -15,14 +15,19 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from temporalio.service import RPCError
 
 from warmrun.api.deps import Authenticated, DeploymentDep
-from warmrun.api.models import InvokeMetadata, InvokeRequestBase, InvokeResponse
+from warmrun.api.models import (
+    InvokeMetadata,
+    InvokeRequestBase,
+    InvokeResponse,
+    ZenMLInvokeMetadata,
+)
 from warmrun.api.prefer import Preferences, parse_prefer
 from warmrun.api.problems import problem_responses
 from warmrun.deployment import Deployment
 from warmrun.resource import AcceptedRun
-from warmrun.run import RunStatus
+from warmrun.run import RunStatus, ZenMLRunLink
 from warmrun.services import idempotency
-from warmrun.services.read import RunEnd, start_time, wait_for_end
+from warmrun.services.read import RunEnd, start_time, wait_for_end, zenml_run_of
 from warmrun.services.start import RunRequest, StartedRun, start_run
 
 KEEPALIVE_SECONDS = 10.0
@@ -123,22 +128,35 @@ async def _sync_answer(deployment: Deployment, run: StartedRun) -> InvokeRespons
     finally:
         created.cancel()
     deployment.backlog.ended(run.run_id)  # only once it really ended (not on a timeout)
-    return invoke_response(deployment, run, end, created_at)
+    zenml_run = None
+    if deployment.pipeline.links_zenml_runs:
+        try:
+            zenml_run = await zenml_run_of(client, run.run_id)
+        except RPCError:
+            logger.warning("run %s: could not read its ZenML run", run.run_id, exc_info=True)
+    return invoke_response(deployment, run, end, created_at, zenml_run)
 
 
 def invoke_response(
-    deployment: Deployment, run: StartedRun, end: RunEnd, created_at: datetime
+    deployment: Deployment,
+    run: StartedRun,
+    end: RunEnd,
+    created_at: datetime,
+    zenml_run: ZenMLRunLink | None = None,
 ) -> InvokeResponse:
     """The ZenML-shaped answer of a run that ended; `success: false` unless it succeeded."""
     execution_time = None
     if end.finished_at is not None:
         execution_time = (end.finished_at - created_at).total_seconds()
+    error = None
+    if end.error is not None:
+        error = deployment.pipeline.error_text(end.error, end.progress)
     return InvokeResponse(
         success=end.status == RunStatus.SUCCEEDED,
         outputs=end.outputs,
         execution_time=execution_time,
-        metadata=_metadata(deployment, run, end.status, created_at, end.finished_at),
-        error=f"{end.error.type}: {end.error.message}" if end.error else None,
+        metadata=_metadata(deployment, run, end.status, created_at, end.finished_at, zenml_run),
+        error=error,
     )
 
 
@@ -159,8 +177,9 @@ def _metadata(
     status: RunStatus,
     created_at: datetime,
     finished_at: datetime | None,
+    zenml_run: ZenMLRunLink | None = None,
 ) -> InvokeMetadata:
-    return InvokeMetadata(
+    metadata = InvokeMetadata(
         run_id=run.run_id,
         run_name=run.request.run_name,
         pipeline_name=deployment.pipeline.name,
@@ -170,6 +189,19 @@ def _metadata(
         created_at=created_at,
         finished_at=finished_at,
     )
+    if not deployment.pipeline.links_zenml_runs:
+        return metadata
+    zenml: dict[str, Any] = {}
+    if zenml_run is not None:
+        zenml = {
+            "zenml_run_id": zenml_run.run_id,
+            "run_name": zenml_run.run_name,
+            "run_index": zenml_run.run_index,
+            "snapshot_id": zenml_run.snapshot_id,
+            "snapshot_name": zenml_run.snapshot_name,
+            "deployment_id": zenml_run.deployment_id,
+        }
+    return ZenMLInvokeMetadata(**{**metadata.model_dump(), **zenml})
 
 
 def invoke_router(request_model: type[InvokeRequestBase]) -> APIRouter:

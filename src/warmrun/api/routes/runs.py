@@ -151,14 +151,16 @@ async def _run_changes(follower: RunFollower, run: Run) -> AsyncIterator[ServerS
         except (RPCError, RunNotFound) as err:
             yield event("error", f'{{"detail": "cannot read the run: {type(err).__name__}"}}')
             return
-        if (now.status, now.cancel_requested, now.attempt) != (
+        changed = (now.status, now.cancel_requested, now.attempt) != (
             run.status,
             run.cancel_requested,
             run.attempt,
-        ):
-            if not now.is_terminal:
-                yield event("status", now.model_dump_json())
-        elif now.progress != run.progress and now.progress is not None:
+        )
+        if changed and not now.is_terminal:  # the terminal event follows the loop
+            yield event("status", now.model_dump_json())
+        if not now.is_terminal and now.progress != run.progress and now.progress is not None:
+            # Also right after a status event: a client following progress alone sees
+            # every step (the first one begins as the run turns running).
             yield event("progress", pydantic_core.to_json(now.progress).decode())
         run = now
     yield event(run.status, run.model_dump_json())
