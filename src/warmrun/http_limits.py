@@ -13,9 +13,10 @@ connection, always measured from what the client has to send:
 - a request head (line and headers) must arrive within `header_timeout` of the
   connection opening or of the request's first byte; a kept-alive connection idles
   under uvicorn's keep-alive timeout until that byte;
-- a request body may pause at most `body_timeout` between two pieces; time spent
-  while the app is not reading (flow control paused, or `Expect: 100-continue` not
-  answered yet) does not count against the client;
+- a request body may pause at most `body_timeout` between two pieces, counted from
+  the later of the last piece and the app's last read: time spent while the app is
+  not reading (flow control paused, or `Expect: 100-continue` not answered yet) does
+  not count against the client;
 - a head over `max_header_bytes` is refused `431`;
 - the connections a process holds are at most `max_connections`: one over that is
   answered `503 too_many_connections` with `Retry-After` and closed.
@@ -36,7 +37,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from starlette.types import Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn._types import ASGIReceiveEvent
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 from warmrun.api.problems import Problem, problem_response
 from warmrun.settings import Settings
@@ -169,6 +175,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         head_bytes = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if head_bytes <= self.limits.max_header_bytes:
             super().on_headers_complete()
+            self._restart_body_clock_on_reads(self.cycle)
             return
         _tally.note("heads over WARMRUN_MAX_HEADER_BYTES")
         app, self.app = self.app, _answer(self._head_too_large())
@@ -176,6 +183,19 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             super().on_headers_complete()  # the request is answered by the refusal
         finally:
             self.app = app
+
+    def _restart_body_clock_on_reads(self, cycle: RequestResponseCycle) -> None:
+        """The client's clock restarts whenever the app asks for more body: until then
+        the client may rightly be waiting (for a `100 Continue`, or for reading to resume
+        after the app fell behind), and a check between two timer ticks would miss that."""
+        receive = cycle.receive
+
+        async def receive_counting_from_now() -> ASGIReceiveEvent:
+            if cycle is self.cycle and self._reading_body:
+                self._body_progress = self.loop.time()
+            return await receive()
+
+        cycle.receive = receive_counting_from_now  # type: ignore[method-assign]
 
     def on_body(self, body: bytes) -> None:
         self._body_progress = self.loop.time()
