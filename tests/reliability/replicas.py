@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ from warmrun.devserver import free_port
 
 WARMRUN = str(Path(sys.executable).parent / "warmrun")
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines.py"
+
+TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
 
 FAST_FAILURE_DETECTION = {
     "WARMRUN_HEARTBEAT_TIMEOUT": "2",
@@ -106,3 +110,48 @@ class Replica:
         if not self.log.exists():
             return "(no log)"
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextmanager
+def replica_starter(temporal_address: str, log_dir: Path) -> Iterator[Callable[..., Replica]]:
+    """`start(pipeline, deployment="x", **settings)` starts a replica; every one started
+    is killed on exit."""
+    started: list[Replica] = []
+
+    def start(pipeline: str, *, deployment: str, **settings: Any) -> Replica:
+        replica = Replica(
+            pipeline,
+            deployment=deployment,
+            temporal_address=temporal_address,
+            log_dir=log_dir,
+            **settings,
+        )
+        started.append(replica.start())
+        return replica
+
+    try:
+        yield start
+    finally:
+        for replica in started:
+            replica.stop()
+
+
+async def poll_run(
+    url: str,
+    run_id: str,
+    statuses: set[str],
+    timeout: float = 60,
+    until: Callable[[dict[str, Any]], bool] | None = None,
+) -> dict[str, Any]:
+    """The run once its status is one of `statuses` (and `until` holds of it)."""
+    deadline = time.monotonic() + timeout
+    run: dict[str, Any] = {}
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        while time.monotonic() < deadline:
+            answer = await http.get(f"/runs/{run_id}")
+            if answer.status_code == 200:
+                run = answer.json()
+                if run["status"] in statuses and (until is None or until(run)):
+                    return run
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"run {run_id} never reached {statuses}: {run}")

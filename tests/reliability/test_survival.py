@@ -7,20 +7,17 @@ import asyncio
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from replicas import Replica
+from replicas import TERMINAL, Replica, poll_run, replica_starter
 from temporalio.client import Client
 
 from warmrun.devserver import DevServer, free_port
 
 pytestmark = pytest.mark.reliability
-
-TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
 
 
 @pytest.fixture(scope="module")
@@ -37,40 +34,10 @@ async def temporal(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[De
 
 
 @pytest.fixture
-async def replicas(temporal: DevServer, tmp_path: Path) -> AsyncIterator[Callable[..., Replica]]:
+def replicas(temporal: DevServer, tmp_path: Path) -> Iterator[Callable[..., Replica]]:
     """`replicas("journaled", deployment="x")` starts a `warmrun serve` process."""
-    started: list[Replica] = []
-
-    def start(pipeline: str, *, deployment: str, **settings: Any) -> Replica:
-        replica = Replica(
-            pipeline,
-            deployment=deployment,
-            temporal_address=temporal.address,
-            log_dir=tmp_path,
-            **settings,
-        )
-        started.append(replica.start())
-        return replica
-
-    yield start
-    for replica in started:
-        replica.stop()
-
-
-async def poll_run(
-    url: str, run_id: str, statuses: set[str], timeout: float = 60
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    run: dict[str, Any] = {}
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        while time.monotonic() < deadline:
-            answer = await http.get(f"/runs/{run_id}")
-            if answer.status_code == 200:
-                run = answer.json()
-                if run["status"] in statuses:
-                    return run
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"run {run_id} never reached {statuses}: {run}")
+    with replica_starter(temporal.address, tmp_path) as start:
+        yield start
 
 
 async def submit_journaled(replica: Replica, journal: Path, steps: int, step_seconds: float) -> str:

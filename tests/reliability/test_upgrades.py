@@ -7,20 +7,19 @@ import asyncio
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from replicas import Replica
+from replicas import TERMINAL, Replica, poll_run, replica_starter
 
 from warmrun.devserver import DevServer
 
 pytestmark = pytest.mark.reliability
 
 VERSIONED_PIPELINE = Path(__file__).resolve().parents[1] / "versioned_pipeline.py"
-TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
 HEARTBEAT_TIMEOUT = 2.0
 """The replicas' (`replicas.FAST_FAILURE_DETECTION`): a killed replica's run is retried
 this long after its last heartbeat."""
@@ -37,23 +36,9 @@ def code_version(tmp_path: Path, code: str) -> str:
 
 
 @pytest.fixture
-async def replicas(dev_server: DevServer, tmp_path: Path) -> AsyncIterator[Callable[..., Replica]]:
-    started: list[Replica] = []
-
-    def start(pipeline: str, *, deployment: str, **settings: Any) -> Replica:
-        replica = Replica(
-            pipeline,
-            deployment=deployment,
-            temporal_address=dev_server.address,
-            log_dir=tmp_path,
-            **settings,
-        )
-        started.append(replica.start())
-        return replica
-
-    yield start
-    for replica in started:
-        replica.stop()
+def replicas(dev_server: DevServer, tmp_path: Path) -> Iterator[Callable[..., Replica]]:
+    with replica_starter(dev_server.address, tmp_path) as start:
+        yield start
 
 
 async def get(replica: Replica, path: str) -> dict[str, Any]:
@@ -78,23 +63,6 @@ async def submit(replica: Replica, journal: Path, steps: int, step_seconds: floa
         )
     assert answer.status_code == 202, answer.text
     return answer.json()["run_id"]
-
-
-async def poll_run(
-    replica: Replica,
-    run_id: str,
-    statuses: set[str],
-    timeout: float = 60,
-    until: Callable[[dict[str, Any]], bool] | None = None,
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    run: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        run = await get(replica, f"/runs/{run_id}")
-        if run["status"] in statuses and (until is None or until(run)):
-            return run
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"run {run_id} never reached {statuses}: {run}")
 
 
 def journal_entries(journal: Path) -> list[tuple[int, int, str]]:
@@ -135,8 +103,8 @@ async def test_a_promoted_version_takes_new_runs_while_runs_in_flight_end_on_the
         )
     # Accepted by the old replica, executed by the current version.
     accepted_by_v1 = await submit(v1, tmp_path / "new-async", steps=1, step_seconds=0)
-    new_run = await poll_run(v1, accepted_by_v1, TERMINAL)
-    ended = await poll_run(v2, in_flight, TERMINAL)
+    new_run = await poll_run(v1.url, accepted_by_v1, TERMINAL)
+    ended = await poll_run(v2.url, in_flight, TERMINAL)
 
     assert sync.json()["success"] is True, sync.text
     assert sync.json()["outputs"]["code"] == "v2"
@@ -174,7 +142,11 @@ async def test_a_pinned_run_whose_replica_died_waits_for_its_own_build_then_resu
     # Once its heartbeat times out, the retry waits for a worker of v1, not v2 (which,
     # if it were allowed to, would take it within a second).
     waiting = await poll_run(
-        v2, run_id, {"queued"}, timeout=HEARTBEAT_TIMEOUT + 10, until=lambda r: r["attempt"] >= 2
+        v2.url,
+        run_id,
+        {"queued"},
+        timeout=HEARTBEAT_TIMEOUT + 10,
+        until=lambda r: r["attempt"] >= 2,
     )
     assert waiting["build_id"] == v1_build
     assert v1_build in waiting["waiting_for"]
@@ -186,7 +158,7 @@ async def test_a_pinned_run_whose_replica_died_waits_for_its_own_build_then_resu
     assert {code for _, _, code in journal_entries(journal)} == {"v1"}
 
     restarted = await replicas(v1_code, deployment="pinned-crash").ready()
-    run = await poll_run(v2, run_id, TERMINAL)
+    run = await poll_run(v2.url, run_id, TERMINAL)
 
     assert run["status"] == "succeeded", run
     assert run["outputs"]["code"] == "v1"
@@ -221,7 +193,7 @@ async def test_with_auto_upgrade_the_same_crash_resumes_on_the_current_version(
 
     v1.signal(signal.SIGKILL)
     done_by_v1 = len(journal_entries(journal))
-    run = await poll_run(v2, run_id, TERMINAL)
+    run = await poll_run(v2.url, run_id, TERMINAL)
 
     assert run["status"] == "succeeded", run
     assert run["outputs"]["code"] == "v2", (run, journal_entries(journal))

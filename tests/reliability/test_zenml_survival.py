@@ -7,57 +7,31 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from replicas import Replica
+from replicas import TERMINAL, Replica, poll_run, replica_starter
 
 from warmrun.devserver import DevServer
 
 pytestmark = pytest.mark.reliability
 
-TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
 WORDS = "one two three four"
 
 
 @pytest.fixture
-async def replicas(
+def replicas(
     dev_server: DevServer, zenml_repo: Path, tmp_path: Path
-) -> AsyncIterator[Callable[..., Replica]]:
+) -> Iterator[Callable[..., Replica]]:
     """`replicas("text_pipeline", deployment="x")` starts a `warmrun serve` process of
     the tests' ZenML pipelines."""
-    started: list[Replica] = []
-
-    def start(attribute: str, *, deployment: str, **settings: Any) -> Replica:
-        replica = Replica(
-            f"{zenml_repo / 'zenml_pipelines.py'}:{attribute}",
-            deployment=deployment,
-            temporal_address=dev_server.address,
-            log_dir=tmp_path,
-            **settings,
+    with replica_starter(dev_server.address, tmp_path) as start:
+        yield lambda attribute, **settings: start(
+            f"{zenml_repo / 'zenml_pipelines.py'}:{attribute}", **settings
         )
-        started.append(replica.start())
-        return replica
-
-    yield start
-    for replica in started:
-        replica.stop()
-
-
-async def poll_run(url: str, run_id: str, timeout: float = 120) -> dict[str, Any]:
-    run: dict[str, Any] = {}
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        for _ in range(int(timeout / 0.2)):
-            answer = await http.get(f"/runs/{run_id}")
-            if answer.status_code == 200:
-                run = answer.json()
-                if run["status"] in TERMINAL:
-                    return run
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"run {run_id} never ended: {run}")
 
 
 def journal_of(journal: Path) -> list[tuple[str, int]]:
@@ -122,7 +96,7 @@ async def test_sigkill_mid_step_replays_the_zenml_run_without_redoing_finished_s
     run_id = await submit(first, journal)
     survivor = await kill_during("count_tokens", journal, first, second)
 
-    run = await poll_run(survivor.url, run_id)
+    run = await poll_run(survivor.url, run_id, TERMINAL, timeout=120)
 
     assert run["status"] == "succeeded", run
     assert run["attempt"] == 2
@@ -163,7 +137,7 @@ async def test_sigkill_mid_step_continues_the_same_zenml_run_when_the_step_may_r
     run_id = await submit(first, journal)
     survivor = await kill_during("count_tokens", journal, first, second)
 
-    run = await poll_run(survivor.url, run_id)
+    run = await poll_run(survivor.url, run_id, TERMINAL, timeout=120)
 
     assert run["status"] == "succeeded", run
     assert run["attempt"] == 2
@@ -187,7 +161,7 @@ async def test_a_run_temporal_gives_up_on_leaves_no_zenml_run_running(
     run_id = await submit(first, journal)
     survivor = await kill_during("count_tokens", journal, first, second)
 
-    run = await poll_run(survivor.url, run_id)
+    run = await poll_run(survivor.url, run_id, TERMINAL, timeout=120)
 
     assert run["status"] == "failed", run
     assert run["error"]["type"] == "WorkerLost"
