@@ -6,7 +6,7 @@ the SQLite file (runs survive a restart of the server), its log, and `server.jso
 with its pid, ports and the deployments using it. The first deployment starts it
 detached, so it outlives `zenml pipeline deploy`; later ones find it alive (by pid and
 command line) and reuse it. Deprovisioning the last deployment that uses it stops it
-(the SQLite file stays for the next start); `python -m warmrun.zenml.temporal_server
+(the SQLite file and its ports stay for the next start); `python -m warmrun.zenml.temporal_server
 stop` stops it at once, `... status` prints where it is.
 
 A lock file serialises the deployers of concurrent `zenml` commands.
@@ -197,8 +197,10 @@ class SharedTemporalServer:
         return free_port(HOST)
 
     def _stop(self, state: ServerState) -> bool:
+        """Stop it; `server.json` keeps its ports for the next start."""
         stopped = daemon.stop(state.pid, self._marks)
-        self._state_file.unlink(missing_ok=True)
+        state.users = {}
+        self._write(state)
         return stopped
 
     def _read(self) -> ServerState | None:
