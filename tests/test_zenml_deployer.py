@@ -41,14 +41,10 @@ PIPELINE = "zenml_pipelines.text_pipeline"
 FAST_SETTINGS = {
     "generate_auth_key": True,
     "heartbeat_timeout": 3,  # a run whose process went away resumes within seconds
-    "shutdown_grace": 1,
+    "shutdown_grace": 0,  # a stopped process hands its runs over at once
     "lcm_timeout": 120,
 }
 CLI_TIMEOUT = 180.0
-IN_FLIGHT_STEP_SECONDS = 5.0
-"""Each step of the run in flight at a re-deploy: its 3 steps outlast the `zenml` CLI's
-start and the old process's stop."""
-
 UNIMPORTABLE = '''"""A pipeline whose module imports in the `zenml` CLI but not in the warmrun
 process, as when a dependency is missing where the deployment runs."""
 
@@ -310,8 +306,11 @@ def test_deploy_reports_running_once_the_warmrun_process_is_ready(
 def test_invoke_no_wait_returns_a_run_warmrun_and_temporal_know_and_sync_answers_as_zenml(
     home: ZenMLHome, trainer: Deployment, dev_server: DevServer, run_in_flight: dict[str, str]
 ) -> None:
-    delay = f"--delay={IN_FLIGHT_STEP_SECONDS}"
-    done = home.zenml("deployment", "invoke", "trainer", "--text=x y z", delay, "--no-wait")
+    # The run waits at its first step until the re-deploy test opens its gate.
+    gate = run_in_flight["gate"] = str(home.root / "gate")
+    done = home.zenml(
+        "deployment", "invoke", "trainer", "--text=x y z", f"--gate={gate}", "--no-wait"
+    )
     accepted = answer_of(done)
     run_id = run_in_flight["run_id"] = accepted["run_id"]
     assert accepted["status"] == "queued"
@@ -341,7 +340,31 @@ def test_redeploy_replaces_the_process_and_a_run_in_flight_finishes_on_the_new_o
     run_in_flight: dict[str, str],
 ) -> None:
     run_id = run_in_flight["run_id"]
-    redeployed = home.deploy("trainer", "-s", stack, "-u", "-c", home.config_file(**FAST_SETTINGS))
+    config = home.config_file(**FAST_SETTINGS)
+    redeploy = subprocess.Popen(
+        [ZENML, "pipeline", "deploy", PIPELINE, "-n", "trainer", "-s", stack, "-u", "-c", config],
+        cwd=home.repo,
+        env=home.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    # Once the old process drains (its worker has stopped the run at once: grace 0),
+    # let the step in flight finish: the run stops at the next step, on the old process.
+    with trainer.http() as http:
+
+        def draining() -> bool:
+            try:
+                return http.get("/ready").status_code != 200
+            except httpx.HTTPError:
+                return True
+
+        wait_until(draining, CLI_TIMEOUT, "the old process draining")
+    time.sleep(1.0)
+    Path(run_in_flight["gate"]).touch()
+    output, _ = redeploy.communicate(timeout=CLI_TIMEOUT)
+    assert redeploy.returncode == 0, output
+    redeployed = home.deployment("trainer")
     assert redeployed.status == "running"
     assert redeployed.id == trainer.id
     assert redeployed.pid != trainer.pid
@@ -351,7 +374,7 @@ def test_redeploy_replaces_the_process_and_a_run_in_flight_finishes_on_the_new_o
     with redeployed.http() as http:
         run = wait_for_run(http, run_id, {"succeeded", "failed"}, timeout=90)
     assert run["status"] == "succeeded", run
-    assert run["attempt"] == 2, run  # the old process stopped it; the new one finished it
+    assert run["attempt"] == 2, run  # the old process handed it over; the new one finished it
     assert run["outputs"]["n_tokens"] == 3
     assert workflow_status(dev_server.address, run_id) == WorkflowExecutionStatus.COMPLETED
     [zenml_run] = home.zenml_runs(run_id)  # one ZenML run, continued in place

@@ -197,6 +197,20 @@ class WarmrunDeployer(BaseDeployer):
         env.update(secrets)
         # Before the old process stops: a deploy that cannot reach Temporal leaves it be.
         env.update(self._temporal_env(deployment, metadata))
+        try:
+            return self._replace_process(deployment, settings, previous, metadata, env)
+        except DeploymentProvisionError:
+            self._release_temporal(deployment, metadata)
+            raise
+
+    def _replace_process(
+        self,
+        deployment: DeploymentResponse,
+        settings: WarmrunDeployerSettings,
+        previous: WarmrunDeploymentMetadata,
+        metadata: WarmrunDeploymentMetadata,
+        env: dict[str, str],
+    ) -> DeploymentOperationalState:
         # Runs in flight live on Temporal: those the old process does not finish while
         # it drains resume on the new one.
         daemon.stop(previous.pid, serve_marks(deployment.id), _stop_timeout(settings))
@@ -205,7 +219,6 @@ class WarmrunDeployer(BaseDeployer):
         env["WARMRUN_DEPLOYMENT"] = deployment.name
         if metadata.temporal_ui_url:
             env["WARMRUN_TEMPORAL_UI_URL"] = metadata.temporal_ui_url
-
         runtime_dir = _runtime_dir(deployment.id)
         log_file = runtime_dir / "warmrun.log"
         metadata.runtime_dir, metadata.log_file = str(runtime_dir), str(log_file)
@@ -224,11 +237,12 @@ class WarmrunDeployer(BaseDeployer):
         try:
             process = daemon.start(command, env=env, log_file=log_file, cwd=Path.cwd())
         except OSError as err:
-            self._release_temporal(deployment, metadata)
             raise DeploymentProvisionError(f"cannot start `warmrun serve`: {err}") from err
         metadata.pid = process.pid
         state = DeploymentOperationalState(
-            status=DeploymentStatus.RUNNING, url=metadata.url, metadata=metadata.model_dump()
+            status=DeploymentStatus.RUNNING,
+            url=metadata.url,
+            metadata=metadata.model_dump(exclude_none=True),
         )
         try:
             _wait_ready(process, metadata, deployment.auth_key, settings.startup_timeout)
@@ -237,7 +251,6 @@ class WarmrunDeployer(BaseDeployer):
             # Keep the log file and where it is, for `zenml deployment logs`.
             state.status = DeploymentStatus.ERROR
             self._update_deployment(deployment, state)
-            self._release_temporal(deployment, metadata)
             raise
         if metadata.embedded_temporal:
             self._shared_temporal().add_user(str(deployment.id), process.pid)
@@ -246,7 +259,7 @@ class WarmrunDeployer(BaseDeployer):
     def do_get_deployment_state(self, deployment: DeploymentResponse) -> DeploymentOperationalState:
         metadata = WarmrunDeploymentMetadata.of(deployment)
         state = DeploymentOperationalState(
-            status=DeploymentStatus.ERROR, metadata=metadata.model_dump()
+            status=DeploymentStatus.ERROR, metadata=metadata.model_dump(exclude_none=True)
         )
         if not metadata.pid:
             state.status = DeploymentStatus.ABSENT
