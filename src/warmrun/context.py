@@ -84,6 +84,7 @@ class RunContext:
         self._on_change = on_change or (lambda: None)
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
+        self._worker_shutdown = False
         self._progress = Progress()
         self._resume_from = list(resume_from or [])
         self._completed: list[StepCheckpoint] = []
@@ -195,8 +196,17 @@ class RunContext:
         with self._lock:
             return list(self._completed)
 
-    def _request_cancel(self) -> None:
+    def _request_cancel(self, *, worker_shutdown: bool = False) -> None:
+        """Ask the pipeline to stop: the run was cancelled or timed out, or (with
+        `worker_shutdown`) this process's worker is shutting down and the run goes on
+        in another attempt, elsewhere."""
+        self._worker_shutdown = worker_shutdown
         self._cancelled.set()
+
+    @property
+    def _stopping_for_shutdown(self) -> bool:
+        """The stop asked is this worker's shutdown, not the run's end."""
+        return self._worker_shutdown
 
     def _link_zenml_run(self, link: ZenMLRunLink) -> None:
         """Record which ZenML pipeline run this run is (`warmrun.zenml` calls it)."""

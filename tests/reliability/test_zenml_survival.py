@@ -173,3 +173,41 @@ async def test_a_run_temporal_gives_up_on_leaves_no_zenml_run_running(
     assert zenml.status.value == "failed", zenml.status
     assert all(step.status.is_finished for step in zenml.steps.values())
     assert "warmrun" in (zenml.body.status_reason or "")
+
+
+async def test_sigterm_mid_step_hands_the_run_over_and_its_zenml_run_goes_on(
+    replicas: Callable[..., Replica], tmp_path: Path
+) -> None:
+    """A drain (SIGTERM, as a re-deploy sends) whose grace ends mid-step: the step in
+    flight finishes there, the ZenML run stays open, the next attempt continues it."""
+    journal = tmp_path / "journal"
+    first = await replicas("text_pipeline", deployment="zenml-drain", shutdown_grace=0.2).ready()
+    second = await replicas("text_pipeline", deployment="zenml-drain", shutdown_grace=0.2).ready()
+    run_id = await submit(first, journal)
+    for _ in range(600):
+        running = [pid for name, pid in journal_of(journal) if name == "count_tokens"]
+        if running:
+            break
+        await asyncio.sleep(0.05)
+    leaving, survivor = (first, second) if running[0] == first.pid else (second, first)
+    leaving.signal(signal.SIGTERM)
+
+    assert await leaving.exit_code() == 0
+    run = await poll_run(survivor.url, run_id)
+
+    assert run["status"] == "succeeded", run
+    assert run["attempt"] == 2
+    assert run["outputs"]["n_tokens"] == 4
+    assert journal_of(journal) == [
+        ("tokenize", leaving.pid),
+        ("count_tokens", leaving.pid),
+        ("summarize", survivor.pid),
+    ]  # nothing ran twice
+    [zenml] = zenml_runs_of(run_id)
+    assert zenml.status.value == "completed"
+    assert str(zenml.id) == run["zenml_run_id"]
+    assert {name: step.status.value for name, step in zenml.steps.items()} == {
+        "tokenize": "completed",
+        "count_tokens": "completed",
+        "summarize": "completed",
+    }

@@ -3,7 +3,8 @@
 `text_pipeline` has three steps, ZenML-named outputs (`Annotated[int, "n_tokens"]`),
 an `on_init` whose state the steps share and an `on_cleanup`. `delay` makes each step
 sleep, `fail_at` makes one step raise, and each step appends "<step> <pid>" to
-`journal` when it starts, so a test counts executions across processes.
+`journal` when it starts, so a test counts executions across processes. `gate` holds
+the first step until that file exists (a test decides when a run may go on).
 """
 
 import os
@@ -34,9 +35,17 @@ def _journal(journal: str, name: str) -> None:
             out.write(f"{name} {os.getpid()}\n")
 
 
+GATE_TIMEOUT = 120.0
+
+
 @step
-def tokenize(text: str, delay: float = 0.0, fail_at: str = "", journal: str = "") -> list[str]:
+def tokenize(
+    text: str, delay: float = 0.0, fail_at: str = "", journal: str = "", gate: str = ""
+) -> list[str]:
     _journal(journal, "tokenize")
+    deadline = time.monotonic() + GATE_TIMEOUT
+    while gate and not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     time.sleep(delay)
     if fail_at == "tokenize":
         raise ValueError("tokenize was told to fail")
@@ -74,9 +83,13 @@ def summarize(
     on_init=warm_up, on_init_kwargs={"greeting": "warm"}, on_cleanup=cool_down, enable_cache=False
 )
 def text_pipeline(
-    text: str = "the quick brown fox", delay: float = 0.0, fail_at: str = "", journal: str = ""
+    text: str = "the quick brown fox",
+    delay: float = 0.0,
+    fail_at: str = "",
+    journal: str = "",
+    gate: str = "",
 ):
-    tokens = tokenize(text=text, delay=delay, fail_at=fail_at, journal=journal)
+    tokens = tokenize(text=text, delay=delay, fail_at=fail_at, journal=journal, gate=gate)
     n = count_tokens(tokens, delay=delay, fail_at=fail_at, journal=journal)
     summary = summarize(n, delay=delay, fail_at=fail_at, journal=journal)
     return n, summary

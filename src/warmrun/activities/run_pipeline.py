@@ -143,7 +143,9 @@ class PipelineActivities:
             heartbeats = asyncio.create_task(self._heartbeat(context, changed, events))
             outputs = await asyncio.shield(work)
         except asyncio.CancelledError:
-            await _stopped(work, context, interrupt=self._pipeline.is_async)
+            # The run's cancel or timeout, or this worker's shutdown (then retried).
+            shutdown = activity.is_worker_shutdown()
+            await _stopped(work, context, interrupt=self._pipeline.is_async, shutdown=shutdown)
             raise
         except InvalidOutputs as err:
             raise ApplicationError(
@@ -247,14 +249,16 @@ async def _async_call(
     return Pipeline.to_outputs(await function(**arguments), max_bytes)
 
 
-async def _stopped(work: asyncio.Future[Any], context: RunContext, *, interrupt: bool) -> None:
+async def _stopped(
+    work: asyncio.Future[Any], context: RunContext, *, interrupt: bool, shutdown: bool = False
+) -> None:
     """Ask the pipeline to stop and wait until it has: cancellation is reported only
     once the code no longer runs (the activity keeps heartbeating meanwhile).
 
     An async pipeline is interrupted at its next `await`; a thread cannot be, so sync
     code stops at its next `ctx.step`, `ctx.progress` or `ctx.check_cancelled()`.
     """
-    context._request_cancel()
+    context._request_cancel(worker_shutdown=shutdown)
     if interrupt:
         work.cancel()
     try:

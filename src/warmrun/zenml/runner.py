@@ -15,7 +15,9 @@ hooks, not by patching ZenML:
   is cancelled or timed out, and skips the steps that already succeeded in that run.
 
 A step's own code is never interrupted mid-call: a stop takes effect before the next
-step. However the run ends here, its ZenML run ends in a terminal state.
+step. However the run ends here, its ZenML run ends in a terminal state, except when
+the stop is this worker's shutdown (a drain after SIGTERM, a re-deploy): the run's
+next attempt, on another process, continues that ZenML run.
 """
 
 from __future__ import annotations
@@ -69,10 +71,11 @@ class RunStopped(BaseException):
     from a step, records it as a failed step and goes on with the next one.
     """
 
-    def __init__(self, reason: str, *, timed_out: bool) -> None:
+    def __init__(self, reason: str, *, timed_out: bool, worker_shutdown: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.timed_out = timed_out
+        self.worker_shutdown = worker_shutdown
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +174,14 @@ class WarmrunOrchestrator(SharedLocalOrchestrator):
 
 
 def stop_of(context: RunContext) -> RunStopped:
-    """Why a run was asked to stop: its timeout once the deadline is reached, else a cancel."""
+    """Why a run was asked to stop: this worker's shutdown (the run goes on in another
+    attempt), its timeout once the deadline is reached, else a cancel."""
+    if context._stopping_for_shutdown:
+        return RunStopped(
+            f"the worker of warmrun run {context.run_id} shut down",
+            timed_out=False,
+            worker_shutdown=True,
+        )
     deadline = context.deadline
     if deadline is not None and datetime.now(UTC) >= deadline - DEADLINE_SLACK:
         return RunStopped(f"warmrun run {context.run_id} timed out", timed_out=True)
@@ -235,8 +245,9 @@ def execute(
             orchestrator.run(snapshot=snapshot, stack=client.active_stack, placeholder_run=run)
         captured = runtime.get_outputs() if runtime.is_active() else {}
     except RunStopped as stop:
-        _finish_stopped(run.id, stop)
-        _never_left_running(run.id)
+        if not stop.worker_shutdown:  # else the ZenML run goes on in the next attempt
+            _finish_stopped(run.id, stop)
+            _never_left_running(run.id)
         raise CancellationRequested(stop.reason) from None
     except Exception as err:
         _never_left_running(run.id)
