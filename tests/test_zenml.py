@@ -21,6 +21,7 @@ import pytest
 from conftest import ServeFn, submit, wait_for_status
 from reliability.replicas import Replica
 from warmrun.devserver import free_port
+from warmrun.services.watch import MAX_POLL_SECONDS
 
 WORDS = "one two three four five six"
 
@@ -194,7 +195,8 @@ async def test_each_run_is_a_zenml_run_found_from_either_side(
 async def test_zenml_steps_are_progress_steps_with_an_event_each(
     zenml_text: httpx.AsyncClient,
 ) -> None:
-    run_id = await submit(zenml_text, {"text": WORDS, "delay": 1.0})
+    # Each step outlasts the poller's longest back-off, so none can fall between two reads.
+    run_id = await submit(zenml_text, {"text": WORDS, "delay": MAX_POLL_SECONDS + 1})
     events = await events_of(zenml_text, run_id)
 
     progress = [data for name, data in events if name == "progress"]
