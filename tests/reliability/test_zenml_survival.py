@@ -189,11 +189,12 @@ async def test_sigterm_mid_step_hands_the_run_over_and_its_zenml_run_goes_on(
         if running:
             break
         await asyncio.sleep(0.05)
+    assert running, "count_tokens never started"
     leaving, survivor = (first, second) if running[0] == first.pid else (second, first)
     leaving.signal(signal.SIGTERM)
 
     assert await leaving.exit_code() == 0
-    run = await poll_run(survivor.url, run_id)
+    run = await poll_run(survivor.url, run_id, TERMINAL, timeout=120)
 
     assert run["status"] == "succeeded", run
     assert run["attempt"] == 2
