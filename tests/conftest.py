@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import json
 import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -162,3 +164,25 @@ async def submit(http: httpx.AsyncClient, parameters: dict[str, Any], **body: An
     answer = await http.post("/invoke", json={"parameters": parameters, "async": True, **body})
     assert answer.status_code == 202, answer.text
     return answer.json()["run_id"]
+
+
+StreamEvent = tuple[str, dict[str, Any], float]
+"""An event of `GET /runs/{id}/events`: its name, its data, when it arrived (`time.time()`)."""
+
+
+async def follow_events(http: httpx.AsyncClient, run_id: str) -> list[StreamEvent]:
+    """A run's event stream, read until the server ends it."""
+    events: list[StreamEvent] = []
+    async with http.stream("GET", f"/runs/{run_id}/events") as stream:
+        assert stream.status_code == 200, await stream.aread()
+        assert stream.headers["Content-Type"].startswith("text/event-stream")
+        name, data = "message", ""
+        async for line in stream.aiter_lines():
+            if line.startswith("event:"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                data = line.split(":", 1)[1].strip()
+            elif not line and data:
+                events.append((name, json.loads(data), time.time()))
+                name, data = "message", ""
+    return events

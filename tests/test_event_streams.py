@@ -8,7 +8,6 @@ machinery, nothing replaced): every read of a run starts with one `describe`.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,7 +27,7 @@ from temporalio.client import (
     WorkflowExecutionDescription,
 )
 
-from conftest import PIPELINES, TEST_SETTINGS, ServeFn, submit, wait_for_status
+from conftest import PIPELINES, TEST_SETTINGS, ServeFn, follow_events, submit, wait_for_status
 from test_validation import assert_problem
 from warmrun.deployment import Deployment
 from warmrun.metrics import Metrics
@@ -39,7 +38,6 @@ from warmrun.services.read import read_run, wait_until_closed
 from warmrun.services.watch import FIRST_POLL_SECONDS, MAX_POLL_SECONDS, RunFeeds, reported
 from warmrun.settings import Settings
 
-Event = tuple[str, dict[str, Any], float]
 """An event's name, its data and when it arrived (wall clock)."""
 
 
@@ -73,23 +71,6 @@ def described(temporal_client: Client) -> tuple[DescribeLog, Client]:
         temporal_client.service_client, namespace=temporal_client.namespace, interceptors=[log]
     )
     return log, client
-
-
-async def _follow(http: httpx.AsyncClient, run_id: str) -> list[Event]:
-    """The stream's events until the server ends it."""
-    events: list[Event] = []
-    async with http.stream("GET", f"/runs/{run_id}/events") as stream:
-        assert stream.status_code == 200, await stream.aread()
-        name, data = "message", ""
-        async for line in stream.aiter_lines():
-            if line.startswith("event:"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                data = line.split(":", 1)[1].strip()
-            elif not line and data:
-                events.append((name, json.loads(data), time.time()))
-                name, data = "message", ""
-    return events
 
 
 @asynccontextmanager
@@ -141,7 +122,7 @@ async def test_fifty_streams_of_a_run_share_one_poller_and_all_see_its_end(
     async with serve("sleepy", deployment="fan-out", client=client) as http:
         run_id = await submit(http, {"seconds": 3, "steps": 3})
         opened = time.monotonic()
-        streams = await asyncio.gather(*(_follow(http, run_id) for _ in range(50)))
+        streams = await asyncio.gather(*(follow_events(http, run_id) for _ in range(50)))
         elapsed = time.monotonic() - opened
 
         for events in streams:
@@ -199,7 +180,7 @@ async def test_an_idle_run_is_polled_less_and_less_often_and_its_end_is_seen_at_
             http, run_id, {"running"}, until=lambda run: run["progress"]["step"] == "step-1"
         )
         opened = time.monotonic()
-        events = await _follow(http, run_id)
+        events = await follow_events(http, run_id)
 
     name, run, received = events[-1]
     assert name == "succeeded"

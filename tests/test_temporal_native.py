@@ -14,7 +14,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.exceptions import CancelledError
 from temporalio.worker import Worker
 
-from conftest import submit, wait_for_status
+from conftest import follow_events, submit, wait_for_status
 from parent_workflows import OneChild, ParentOfOneRun
 from warmrun.devserver import DevServer, temporal_binary
 
@@ -216,18 +216,7 @@ async def test_event_stream_reports_progress_then_the_terminal_event(
 ) -> None:
     run_id = await submit(sleepy, {"seconds": 2, "steps": 4})
 
-    events: list[tuple[str, dict[str, Any]]] = []
-    async with sleepy.stream("GET", f"/runs/{run_id}/events") as stream:
-        assert stream.headers["Content-Type"].startswith("text/event-stream")
-        name, data = "message", ""
-        async for line in stream.aiter_lines():
-            if line.startswith("event:"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                data = line.split(":", 1)[1].strip()
-            elif not line and data:
-                events.append((name, json.loads(data)))
-                name, data = "message", ""
+    events = [(name, data) for name, data, _ in await follow_events(sleepy, run_id)]
 
     names = [name for name, _ in events]
     assert names[0] == "status"

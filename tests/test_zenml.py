@@ -7,7 +7,6 @@ own local deployer serving the same pipeline for comparison, the Temporal dev se
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ServeFn, submit, wait_for_status
+from conftest import ServeFn, follow_events, submit, wait_for_status
 from reliability.replicas import Replica
 from warmrun.devserver import free_port
 from warmrun.services.watch import MAX_POLL_SECONDS
@@ -78,21 +77,6 @@ def zenml_run(run_id: str) -> Any:
     from zenml.client import Client
 
     return Client().get_pipeline_run(run_id, hydrate=True)
-
-
-async def events_of(http: httpx.AsyncClient, run_id: str) -> list[tuple[str, dict[str, Any]]]:
-    events: list[tuple[str, dict[str, Any]]] = []
-    async with http.stream("GET", f"/runs/{run_id}/events") as stream:
-        name, data = "message", ""
-        async for line in stream.aiter_lines():
-            if line.startswith("event:"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                data = line.split(":", 1)[1].strip()
-            elif not line and data:
-                events.append((name, json.loads(data)))
-                name, data = "message", ""
-    return events
 
 
 def journal_of(path: Path) -> list[str]:
@@ -197,7 +181,7 @@ async def test_zenml_steps_are_progress_steps_with_an_event_each(
 ) -> None:
     # Each step outlasts the poller's longest back-off, so none can fall between two reads.
     run_id = await submit(zenml_text, {"text": WORDS, "delay": MAX_POLL_SECONDS + 1})
-    events = await events_of(zenml_text, run_id)
+    events = [(name, data) for name, data, _ in await follow_events(zenml_text, run_id)]
 
     progress = [data for name, data in events if name == "progress"]
     steps = [p["step"] for p in progress if p["step"]]
