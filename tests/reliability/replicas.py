@@ -155,3 +155,24 @@ async def poll_run(
                     return run
             await asyncio.sleep(0.2)
     raise AssertionError(f"run {run_id} never reached {statuses}: {run}")
+
+
+async def submit_journaled(
+    replica: Replica, journal: Path, steps: int, step_seconds: float = 1.0
+) -> str:
+    """Start a run of a journalling pipeline (`journaled`, the versioned one) through
+    `replica`; each step appends to `journal`."""
+    async with httpx.AsyncClient(base_url=replica.url, timeout=10) as http:
+        answer = await http.post(
+            "/invoke",
+            json={
+                "parameters": {
+                    "journal": str(journal),
+                    "steps": steps,
+                    "step_seconds": step_seconds,
+                },
+                "async": True,
+            },
+        )
+    assert answer.status_code == 202, answer.text
+    return answer.json()["run_id"]

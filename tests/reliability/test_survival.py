@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from replicas import TERMINAL, Replica, poll_run, replica_starter
+from replicas import TERMINAL, Replica, poll_run, replica_starter, submit_journaled
 from temporalio.client import Client
 
 from warmrun.devserver import DevServer, free_port
@@ -38,24 +38,6 @@ def replicas(temporal: DevServer, tmp_path: Path) -> Iterator[Callable[..., Repl
     """`replicas("journaled", deployment="x")` starts a `warmrun serve` process."""
     with replica_starter(temporal.address, tmp_path) as start:
         yield start
-
-
-async def submit_journaled(replica: Replica, journal: Path, steps: int, step_seconds: float) -> str:
-    """Start a `journaled` run through `replica`; its steps append to `journal`."""
-    async with httpx.AsyncClient(base_url=replica.url, timeout=10) as http:
-        answer = await http.post(
-            "/invoke",
-            json={
-                "parameters": {
-                    "journal": str(journal),
-                    "steps": steps,
-                    "step_seconds": step_seconds,
-                },
-                "async": True,
-            },
-        )
-    assert answer.status_code == 202, answer.text
-    return answer.json()["run_id"]
 
 
 def journal_entries(journal: Path) -> list[tuple[int, int]]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from replicas import TERMINAL, Replica, poll_run, replica_starter
+from replicas import TERMINAL, Replica, poll_run, replica_starter, submit_journaled
 
 from warmrun.devserver import DevServer
 
@@ -48,23 +48,6 @@ async def get(replica: Replica, path: str) -> dict[str, Any]:
     return answer.json()
 
 
-async def submit(replica: Replica, journal: Path, steps: int, step_seconds: float = 1.0) -> str:
-    async with httpx.AsyncClient(base_url=replica.url, timeout=10) as http:
-        answer = await http.post(
-            "/invoke",
-            json={
-                "parameters": {
-                    "journal": str(journal),
-                    "steps": steps,
-                    "step_seconds": step_seconds,
-                },
-                "async": True,
-            },
-        )
-    assert answer.status_code == 202, answer.text
-    return answer.json()["run_id"]
-
-
 def journal_entries(journal: Path) -> list[tuple[int, int, str]]:
     """`(step index, pid, code)` for each step that completed."""
     if not journal.exists():
@@ -87,7 +70,7 @@ async def test_a_promoted_version_takes_new_runs_while_runs_in_flight_end_on_the
 ) -> None:
     v1 = await replicas(code_version(tmp_path, "v1"), deployment="rollout").ready()
     in_flight_journal = tmp_path / "in-flight"
-    in_flight = await submit(v1, in_flight_journal, steps=4)
+    in_flight = await submit_journaled(v1, in_flight_journal, steps=4)
     await steps_done(in_flight_journal, 1)
 
     v2 = await replicas(code_version(tmp_path, "v2"), deployment="rollout", promote=True).ready()
@@ -102,7 +85,7 @@ async def test_a_promoted_version_takes_new_runs_while_runs_in_flight_end_on_the
             json={"parameters": {"journal": str(tmp_path / "new-sync"), "steps": 1}},
         )
     # Accepted by the old replica, executed by the current version.
-    accepted_by_v1 = await submit(v1, tmp_path / "new-async", steps=1, step_seconds=0)
+    accepted_by_v1 = await submit_journaled(v1, tmp_path / "new-async", steps=1, step_seconds=0)
     new_run = await poll_run(v1.url, accepted_by_v1, TERMINAL)
     ended = await poll_run(v2.url, in_flight, TERMINAL)
 
@@ -131,7 +114,7 @@ async def test_a_pinned_run_whose_replica_died_waits_for_its_own_build_then_resu
     v1_code = code_version(tmp_path, "v1")
     v1 = await replicas(v1_code, deployment="pinned-crash").ready()
     journal = tmp_path / "journal"
-    run_id = await submit(v1, journal, steps=5)
+    run_id = await submit_journaled(v1, journal, steps=5)
     await steps_done(journal, 2)
     await asyncio.sleep(0.5)  # let the second step's checkpoint reach the server
     v2 = replicas(code_version(tmp_path, "v2"), deployment="pinned-crash", promote=True)
@@ -180,7 +163,7 @@ async def test_with_auto_upgrade_the_same_crash_resumes_on_the_current_version(
     journal = tmp_path / "journal"
     # Steps long enough that v1 is still running when v2 is up (its start-up, and so
     # how far v1 gets meanwhile, varies with the machine's load).
-    run_id = await submit(v1, journal, steps=6, step_seconds=2.0)
+    run_id = await submit_journaled(v1, journal, steps=6, step_seconds=2.0)
     await steps_done(journal, 2)
     await asyncio.sleep(0.5)  # let the second step's checkpoint reach the server
     v2 = await replicas(
