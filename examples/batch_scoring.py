@@ -13,6 +13,8 @@ Run it next to `warmrun dev` (which serves the sentiment example):
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 
 from temporalio import workflow
 
@@ -55,3 +57,8 @@ async def main() -> None:
 
 if __name__ == "__main__":
     asyncio.run(main())
+    # The SDK's Rust threads can still be finishing when a short-lived process
+    # finalizes, which may abort it at exit (temporalio/sdk-python#300). Everything is
+    # done and printed by now: leave without finalizing.
+    sys.stdout.flush()
+    os._exit(0)

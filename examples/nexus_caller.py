@@ -16,6 +16,8 @@ endpoint `warmrun-sentiment`), here from a namespace of its own:
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -74,3 +76,8 @@ async def main() -> None:
 
 if __name__ == "__main__":
     asyncio.run(main())
+    # The SDK's Rust threads can still be finishing when a short-lived process
+    # finalizes, which may abort it at exit (temporalio/sdk-python#300). Everything is
+    # done and printed by now: leave without finalizing.
+    sys.stdout.flush()
+    os._exit(0)
