@@ -160,8 +160,10 @@ async def test_retry_after_follows_how_fast_runs_finish(serve) -> None:
         refused = await http.post("/invoke", json={"parameters": {}, "async": True})
 
         assert refused.status_code == 429
-        # 30 runs finished within the last minute: the estimate is ~2 s, not the idle 10 s.
-        assert 1 <= int(refused.headers["Retry-After"]) <= 5
+        # 30 runs finished within seconds: a slot frees in well under a second, so the
+        # hint is the floor, not the IDLE_RETRY_AFTER (5 s) of a deployment with no recent
+        # runs to estimate from.
+        assert 1 <= int(refused.headers["Retry-After"]) <= 2
 
 
 async def test_retry_after_is_near_the_measured_time_to_free_a_slot(serve) -> None:

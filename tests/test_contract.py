@@ -29,7 +29,7 @@ from warmrun.run import (
 SRC = Path(__file__).resolve().parents[1] / "src" / "warmrun"
 CONTRACT = SRC / "run.py"
 STATUSES = {status.value for status in RunStatus}
-MEMO_ONLY_KEYS = {"outcome", "request_fingerprint", "callback_events"}
+MEMO_ONLY_KEYS = {"outcome", "request_fingerprint", "callback_events", "zenml_run"}
 # Strings that equal a status or a memo key but are not one: a webhook delivery's own
 # states, the metrics label of how a delivery attempt went, Prometheus's label name,
 # the request fields an idempotency fingerprint covers.

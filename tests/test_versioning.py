@@ -92,6 +92,37 @@ async def test_a_new_version_takes_new_runs_only_once_promoted(
                 assert (await one.get("/ready")).status_code == 200  # drained is not unready
 
 
+async def test_a_version_never_current_is_not_drained_while_an_operator_pinned_a_run_to_it(
+    serve: ServeFn, temporal_client: Client
+) -> None:
+    async with (
+        serve("sleepy", deployment="override-drain", build_id="main"),
+        serve("sleepy", deployment="override-drain", build_id="side") as side,
+    ):
+        assert (await info(side))["current"] is False
+        assert (await info(side))["drained"] is True
+        # An operator sends a run to the side version, never current: stopping it now
+        # would strand the run (Temporal counts the version as draining meanwhile).
+        handle = await temporal_client.start_workflow(
+            "PipelineRun",
+            PipelineRunInput(parameters={"seconds": 3.0}),
+            id=f"override-drain-{time.monotonic_ns()}",
+            task_queue=task_queue_for("override-drain"),
+            versioning_override=PinnedVersioningOverride(
+                WorkerDeploymentVersion(worker_deployment_for("override-drain"), "side")
+            ),
+        )
+
+        async def side_is(drained: bool) -> bool:
+            return (await side.get("/ready")).json()["drained"] is drained
+
+        await eventually(lambda: side_is(False))
+        assert (await info(side))["drained"] is False
+        run = await wait_for_status(side, handle.id, {"succeeded"})
+        assert run["build_id"] == "side"
+        await eventually(lambda: side_is(True))
+
+
 async def test_a_pinned_run_without_a_worker_of_its_build_waits_queued_until_moved(
     serve: ServeFn, temporal_client: Client, dev_server: DevServer
 ) -> None:

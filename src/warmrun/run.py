@@ -176,6 +176,11 @@ def runs_query(task_queue: str, status: RunStatus | None = None) -> str:
     return f"{query} AND ({either})"
 
 
+def webhook_delivery_summary(run_id: str, event: str) -> str:
+    """How the Temporal UI names one webhook delivery of a run."""
+    return f"webhook {event} of run {run_id}"
+
+
 def temporal_ui_url(ui_base: str, namespace: str, workflow_id: str) -> str:
     """Where the Temporal UI shows a workflow (a run, or one of its deliveries)."""
     return f"{ui_base.rstrip('/')}/namespaces/{namespace}/workflows/{workflow_id}"

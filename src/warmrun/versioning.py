@@ -321,6 +321,7 @@ class CurrentVersionCache:
                     try:
                         state = await version_state(self._client, self._version)
                     except RPCError:
+                        logger.warning("could not read this version's state", exc_info=True)
                         state = None
                     self._current = state is not None and state.current
                     self._checked_at = time.monotonic()

@@ -98,6 +98,7 @@ async def test_sigterm_drains_in_flight_runs_and_refuses_new_ones(
     assert int(refused.headers["Retry-After"]) >= 1
     assert ready.status_code == 503
     assert ready.json()["draining"] is True
+    assert ready.json()["detail"] == "this replica is shutting down"
     assert still_readable.json()["status"] == "running"
     assert await replica.exit_code() == 0
     # The run finished inside the grace period, on the draining replica.
@@ -151,7 +152,10 @@ async def test_temporal_outage_answers_503_and_runs_complete_after_restart(
                 assert down.json()["code"] == "temporal_unavailable"
                 assert int(down.headers["Retry-After"]) >= 1
                 assert time.monotonic() - started < 8, "answered too slowly while Temporal is down"
-            assert (await http.get("/ready")).status_code == 503
+            unready = await http.get("/ready")
+            assert unready.status_code == 503
+            assert unready.json()["temporal"] is False
+            assert unready.json()["detail"].startswith("Temporal health check failed:")
             assert (await http.get("/health")).status_code == 200
         finally:
             temporal.start()

@@ -25,6 +25,7 @@ from warmrun.run import (
     WebhookEvent,
     run_payload,
     webhook_delivery_id,
+    webhook_delivery_summary,
 )
 from warmrun.settings import Settings
 
@@ -86,7 +87,7 @@ class RunEventSender:
                 task_queue=info.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                static_summary=f"webhook {event} of run {info.workflow_id}",
+                static_summary=webhook_delivery_summary(info.workflow_id, event),
             )
         except WorkflowAlreadyStartedError:
             pass  # sent by an earlier attempt

@@ -236,7 +236,9 @@ def _link_zenml_run(
     try:
         sent.result(LINK_TIMEOUT)
     except Exception:
-        logger.warning("run %s: could not record its ZenML run %s", run.id, link.run_id)
+        logger.warning(
+            "run %s: could not record its ZenML run %s", run.id, link.run_id, exc_info=True
+        )
 
 
 def _sync_call(function: Callable[..., Any], arguments: dict[str, Any], max_bytes: int) -> Outputs:

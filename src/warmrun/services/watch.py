@@ -154,8 +154,8 @@ async def _until_closed(wait_closed: WaitClosed) -> None:
     next read tells, and without the long poll the back-off alone paces the poller."""
     try:
         await wait_closed()
-    except Exception as err:
-        logger.debug("long poll on a run's close event failed: %r", err)
+    except Exception:
+        logger.debug("long poll on a run's close event failed", exc_info=True)
 
 
 class RunFeeds:

@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         run_payload,
         run_summary,
         webhook_delivery_id,
+        webhook_delivery_summary,
         zenml_run_memo,
     )
     from warmrun.workflows.webhook_delivery import WebhookDelivery
@@ -189,7 +190,9 @@ class PipelineRun:
             )
         except ActivityError:
             # The run still ends as it did; ZenML's run stays as the store last saw it.
-            workflow.logger.warning("could not close ZenML run %s", self._zenml_run.run_id)
+            workflow.logger.warning(
+                "could not close ZenML run %s", self._zenml_run.run_id, exc_info=True
+            )
 
     async def _notify(
         self,
@@ -232,7 +235,7 @@ class PipelineRun:
             id=delivery_id,
             task_queue=info.task_queue,
             parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-            static_summary=f"webhook {status} of run {info.workflow_id}",
+            static_summary=webhook_delivery_summary(info.workflow_id, status),
         )
 
 
