@@ -7,9 +7,12 @@ own local deployer serving the same pipeline for comparison, the Temporal dev se
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from warmrun.devserver import free_port
 from warmrun.services.watch import MAX_POLL_SECONDS
 
 WORDS = "one two three four five six"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def text_pipeline_reference(repo: Path, attribute: str = "text_pipeline") -> str:
@@ -356,3 +360,54 @@ def test_a_pipeline_zenml_cannot_deploy_is_refused_at_load(tmp_path: Path) -> No
         load_pipeline(f"{source}:needs_x")
     with pytest.raises(PipelineLoadError, match="no ZenML deployment 'nope'"):
         load_pipeline("zenml:nope")
+
+
+def test_warmrun_dev_serves_the_zenml_example_as_the_readme_shows(
+    zenml_repo: Path, tmp_path: Path
+) -> None:
+    from test_cli import WARMRUN, running, wait_until_ready
+
+    # Inside the ZenML repository, where ZenML resolves a pipeline's code from.
+    example = shutil.copy(EXAMPLES / "zenml_pipeline.py", zenml_repo / "zenml_pipeline.py")
+    port = free_port()
+    command = [
+        WARMRUN,
+        "dev",
+        f"{example}:review_pipeline",
+        "--port",
+        str(port),
+        "--temporal-port",
+        str(free_port()),
+        "--ui-port",
+        str(free_port()),
+        "--data-dir",
+        str(tmp_path / ".warmrun"),
+    ]
+    with running(command, cwd=zenml_repo, env={**os.environ, "TEMPORAL_ADDRESS": ""}) as process:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(url, process, timeout=120)
+        with httpx.Client(base_url=url, timeout=60) as http:
+            answer = http.post("/invoke", json={"parameters": {"review": "Awful, broken"}})
+            assert answer.status_code == 200
+            assert answer.json()["success"] is True, answer.json()
+            assert answer.json()["outputs"] == {"label": "negative", "score": -1.0}
+            assert answer.json()["metadata"]["zenml_run_id"]
+
+            accepted = http.post(
+                "/invoke",
+                json={"parameters": {"review": "Great phone, I love it"}, "run_name": "review-1"},
+                headers={"Prefer": "respond-async"},
+            )
+            assert accepted.status_code == 202
+            deadline = time.monotonic() + 60
+            while (run := http.get(accepted.headers["Location"]).json())["status"] not in {
+                "succeeded",
+                "failed",
+            }:
+                assert time.monotonic() < deadline, run
+                time.sleep(0.2)
+        assert run["status"] == "succeeded", run
+        assert run["outputs"] == {"label": "positive", "score": 1.0}
+        assert run["progress"]["steps_completed"] == run["progress"]["steps_total"] == 3
+        assert zenml_run(run["zenml_run_id"]).orchestrator_run_id == run["run_id"]
+    assert process.returncode == 0
