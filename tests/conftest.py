@@ -170,8 +170,11 @@ StreamEvent = tuple[str, dict[str, Any], float]
 """An event of `GET /runs/{id}/events`: its name, its data, when it arrived (`time.time()`)."""
 
 
-async def follow_events(http: httpx.AsyncClient, run_id: str) -> list[StreamEvent]:
-    """A run's event stream, read until the server ends it."""
+async def follow_events(
+    http: httpx.AsyncClient, run_id: str, after_first: Callable[[], Any] | None = None
+) -> list[StreamEvent]:
+    """A run's event stream, read until the server ends it; `after_first` is called
+    once the first event arrived (the stream is then following the run)."""
     events: list[StreamEvent] = []
     async with http.stream("GET", f"/runs/{run_id}/events") as stream:
         assert stream.status_code == 200, await stream.aread()
@@ -185,4 +188,6 @@ async def follow_events(http: httpx.AsyncClient, run_id: str) -> list[StreamEven
             elif not line and data:
                 events.append((name, json.loads(data), time.time()))
                 name, data = "message", ""
+                if after_first is not None and len(events) == 1:
+                    after_first()
     return events

@@ -34,7 +34,7 @@ from warmrun.metrics import Metrics
 from warmrun.pipeline import load_pipeline
 from warmrun.run import task_queue_for
 from warmrun.services.backlog import Backlog
-from warmrun.services.read import read_run, wait_until_closed
+from warmrun.services.read import completed_step_names, read_run, wait_until_closed
 from warmrun.services.watch import FIRST_POLL_SECONDS, MAX_POLL_SECONDS, RunFeeds, reported
 from warmrun.settings import Settings
 
@@ -215,6 +215,7 @@ async def test_a_follower_that_does_not_read_holds_up_no_one_and_gets_the_latest
             run_id,
             read=partial(read_run, deployment, run_id),
             wait_closed=partial(wait_until_closed, temporal_client, run_id),
+            read_names=partial(completed_step_names, deployment, run_id),
         )
 
     reader, idle = follow(), follow()
@@ -232,3 +233,19 @@ async def test_a_follower_that_does_not_read_holds_up_no_one_and_gets_the_latest
     idle.close()
     assert (feeds.streams, feeds.runs) == (0, 0)
     await feeds.close()
+
+
+async def test_steps_shorter_than_a_poll_each_get_their_event(sleepy: httpx.AsyncClient) -> None:
+    # 30 steps of 0.1 s: the poller reads every 0.5 s at best, the worker heartbeats
+    # every 0.2 s, so most steps begin and end unseen; the stream still names each one
+    # from the first it saw.
+    run_id = await submit(sleepy, {"seconds": 3, "steps": 30})
+    events = [(name, data) for name, data, _ in await follow_events(sleepy, run_id)]
+
+    assert events[-1][0] == "succeeded"
+    shown = [events[0][1]["progress"], *(data for name, data in events if name == "progress")]
+    steps = list(dict.fromkeys((p["steps_completed"], p["step"]) for p in shown if p and p["step"]))
+    assert steps, events
+    first = steps[0][0]
+    assert steps == [(index, f"step-{index + 1}") for index in range(first, 30)]
+    assert first < 15, "the stream began following too late to tell"

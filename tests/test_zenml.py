@@ -23,7 +23,6 @@ import pytest
 from conftest import ServeFn, follow_events, submit, wait_for_status
 from reliability.replicas import Replica
 from warmrun.devserver import free_port
-from warmrun.services.watch import MAX_POLL_SECONDS
 
 WORDS = "one two three four five six"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -181,15 +180,20 @@ async def test_each_run_is_a_zenml_run_found_from_either_side(
 
 
 async def test_zenml_steps_are_progress_steps_with_an_event_each(
-    zenml_text: httpx.AsyncClient,
+    zenml_text: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    # Each step outlasts the poller's longest back-off, so none can fall between two reads.
-    run_id = await submit(zenml_text, {"text": WORDS, "delay": MAX_POLL_SECONDS + 1})
-    events = [(name, data) for name, data, _ in await follow_events(zenml_text, run_id)]
+    # The steps take no time: most begin and end between two of the poller's reads (and
+    # the worker's heartbeats), yet each gets its event. The first waits for a gate the
+    # test opens once its stream follows the run.
+    gate = tmp_path / "gate"
+    run_id = await submit(zenml_text, {"text": WORDS, "gate": str(gate)})
+    followed = await follow_events(zenml_text, run_id, after_first=gate.touch)
+    events = [(name, data) for name, data, _ in followed]
 
     progress = [data for name, data in events if name == "progress"]
-    steps = [p["step"] for p in progress if p["step"]]
-    assert list(dict.fromkeys(steps)) == ["tokenize", "count_tokens", "summarize"]
+    shown = [events[0][1]["progress"], *progress]  # the first event is the whole run
+    steps = [(p["steps_completed"], p["step"]) for p in shown if p and p["step"]]
+    assert list(dict.fromkeys(steps)) == [(0, "tokenize"), (1, "count_tokens"), (2, "summarize")]
     assert {p["steps_total"] for p in progress} == {3}
     assert events[-1][0] == "succeeded"
     assert events[-1][1]["progress"]["steps_completed"] == 3

@@ -323,6 +323,20 @@ class PipelineOutcome:
     attempt: int = 0
     outputs_bytes: int | None = None
     """The outputs' size as compact JSON, measured where they were made."""
+    steps: list[str] = field(default_factory=list)
+    """The names of the last `MAX_OUTCOME_STEPS` steps completed, in order (the run's
+    history keeps them; its memo does not): an event stream names from them the steps
+    its poller missed."""
+
+
+MAX_OUTCOME_STEPS = 200
+
+
+def step_names(completed: Sequence[str], steps_completed: int | None = None) -> dict[int, str]:
+    """Each completed step's position (its `steps_completed` when it began) and name,
+    given the last names of `steps_completed` steps (all of them when not given)."""
+    first = (len(completed) if steps_completed is None else steps_completed) - len(completed)
+    return {first + index: name for index, name in enumerate(completed)}
 
 
 @dataclass

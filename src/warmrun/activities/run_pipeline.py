@@ -41,6 +41,7 @@ from warmrun.run import (
     CLOSE_ZENML_RUN_ACTIVITY,
     INVALID_OUTPUTS_ERROR,
     INVALID_PARAMETERS_ERROR,
+    MAX_OUTCOME_STEPS,
     RUN_PIPELINE_ACTIVITY,
     RUN_POLICY_ACTIVITY,
     ZENML_RUN_SIGNAL,
@@ -176,6 +177,7 @@ class PipelineActivities:
             progress=context.snapshot(),
             attempt=info.attempt,
             outputs_bytes=outputs.size,
+            steps=[step.name for step in context.checkpoints()[-MAX_OUTCOME_STEPS:]],
         )
         if outputs.size < LARGE_JSON_BYTES:
             return outcome

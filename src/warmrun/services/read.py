@@ -52,6 +52,8 @@ from warmrun.run import (
     RunMemo,
     RunStatus,
     ZenMLRunLink,
+    checkpoints_from_heartbeat,
+    step_names,
 )
 from warmrun.services.errors import RunNotFound
 from warmrun.services.webhook_state import webhook_state
@@ -250,23 +252,51 @@ async def _read_open_history(
     history = await handle.fetch_history()
     if _scan_pipeline_events(history.events, reading):
         reading.status = RunStatus.RUNNING
-        pipeline_activities = {
-            event.event_id
-            for event in history.events
-            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-            and event.activity_task_scheduled_event_attributes.activity_type.name
-            == RUN_PIPELINE_ACTIVITY
-        }
-        for event in history.events:
-            # Only `run_pipeline`'s result is an outcome (a ZenML run's closing is not).
-            completed = event.activity_task_completed_event_attributes
-            if (
-                event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
-                and completed.scheduled_event_id in pipeline_activities
-            ):
-                payloads = completed.result.payloads
-                [outcome] = await _decode(client, payloads, PipelineOutcome)
-                reading.progress = outcome.progress
+        outcome = await _pipeline_outcome(client, history.events)
+        if outcome is not None:
+            reading.progress = outcome.progress
+
+
+async def _pipeline_outcome(
+    client: Client, events: Sequence[HistoryEvent]
+) -> PipelineOutcome | None:
+    """What `run_pipeline` returned, if it completed (a ZenML run's closing activity
+    returns no outcome)."""
+    pipeline_activities = {
+        event.event_id
+        for event in events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and event.activity_task_scheduled_event_attributes.activity_type.name
+        == RUN_PIPELINE_ACTIVITY
+    }
+    for event in events:
+        completed = event.activity_task_completed_event_attributes
+        if (
+            event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+            and completed.scheduled_event_id in pipeline_activities
+        ):
+            [outcome] = await _decode(client, completed.result.payloads, PipelineOutcome)
+            return outcome
+    return None
+
+
+async def completed_step_names(deployment: Deployment, run_id: str) -> dict[int, str]:
+    """The completed steps of a run by position, as far as Temporal holds them: the
+    checkpoints of its pipeline's last heartbeat while it runs, the names in its
+    pipeline's outcome once that returned. For event streams, which have to name the
+    steps their poller missed; a status read does not need them (and skips decoding
+    the checkpoints, which may be large)."""
+    description = await describe_run(deployment, run_id)
+    client = deployment.client
+    pending = _pending_pipeline(description)
+    if pending is not None:
+        details = await _decode(client, pending.heartbeat_details.payloads, None)
+        return step_names([step.name for step in checkpoints_from_heartbeat(details)])
+    handle = client.get_workflow_handle(description.id, run_id=description.run_id)
+    outcome = await _pipeline_outcome(client, (await handle.fetch_history()).events)
+    if outcome is None:
+        return {}
+    return step_names(outcome.steps, outcome.progress.steps_completed)
 
 
 async def _read_history(

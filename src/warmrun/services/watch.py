@@ -18,6 +18,11 @@ run share it, and the last one to leave stops it; a run's end stops it too.
   snapshot, the newest: a stream that reads slowly skips intermediate ones and never
   holds up the poller or the other streams (the run resource is the whole state, and
   the end, being last, is never skipped).
+- **Every step named.** Steps shorter than the poller's pace (or than the worker's
+  heartbeat spacing) fall between two snapshots. A stream that finds steps completed
+  that it never announced asks the feed for their names (`step_names`): the feed reads
+  them once for all its streams (the checkpoints of the last heartbeat, or the
+  pipeline's outcome) and keeps them, since a completed step's name never changes.
 - **A cap.** `WARMRUN_MAX_EVENT_STREAMS` bounds the streams open in this replica
   (`TooManyStreams` above it).
 
@@ -44,6 +49,7 @@ STREAMS_RETRY_AFTER = 5
 
 ReadRun = Callable[[], Awaitable[Run]]
 WaitClosed = Callable[[], Awaitable[Any]]
+ReadStepNames = Callable[[], Awaitable[dict[int, str]]]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +87,10 @@ class RunFollower:
         assert snapshot is not None
         return snapshot
 
+    async def step_names(self, positions: range) -> dict[int, str]:
+        """The names of the completed steps at `positions` that Temporal still holds."""
+        return await self.feed.step_names(positions)
+
     def close(self) -> None:
         """Leave the feed (idempotent); the last follower to leave stops the poller."""
         if not self._closed:
@@ -91,13 +101,31 @@ class RunFollower:
 class _Feed:
     """The poller of one run and the followers it offers snapshots to."""
 
-    def __init__(self, run_id: str, read: ReadRun, wait_closed: WaitClosed) -> None:
+    def __init__(
+        self, run_id: str, read: ReadRun, wait_closed: WaitClosed, read_names: ReadStepNames
+    ) -> None:
         self.run_id = run_id
         self.followers: set[RunFollower] = set()
         self.latest: Run | None = None
         self.read_at = 0.0
         self._wake = asyncio.Event()
+        self._read_names = read_names
+        self._names: dict[int, str] = {}
+        self._reading_names = asyncio.Lock()
         self.task = asyncio.create_task(self._poll(read, wait_closed), name=f"feed {run_id}")
+
+    async def step_names(self, positions: range) -> dict[int, str]:
+        if not all(position in self._names for position in positions):
+            async with self._reading_names:  # one read for all the streams that ask
+                if not all(position in self._names for position in positions):
+                    try:
+                        self._names.update(await self._read_names())
+                    except Exception:
+                        # The steps go unnamed; the stream goes on with the next snapshot.
+                        logger.warning(
+                            "could not read the step names of run %s", self.run_id, exc_info=True
+                        )
+        return {p: self._names[p] for p in positions if p in self._names}
 
     def join(self, follower: RunFollower) -> None:
         self.followers.add(follower)
@@ -172,14 +200,16 @@ class RunFeeds:
         """Runs with a poller now."""
         return len(self._feeds)
 
-    def follow(self, run_id: str, read: ReadRun, wait_closed: WaitClosed) -> RunFollower:
+    def follow(
+        self, run_id: str, read: ReadRun, wait_closed: WaitClosed, read_names: ReadStepNames
+    ) -> RunFollower:
         """A place in the run's feed (started if it has none); `close()` it when the
         stream ends. Raises `TooManyStreams` when this replica has `max_streams`."""
         if self.streams >= self.max_streams:
             raise TooManyStreams(self.max_streams, STREAMS_RETRY_AFTER)
         feed = self._feeds.get(run_id)
         if feed is None or feed.task.done():
-            feed = _Feed(run_id, read, wait_closed)
+            feed = _Feed(run_id, read, wait_closed, read_names)
             feed.task.add_done_callback(lambda _: self._forget(feed))
             self._feeds[run_id] = feed
         follower = RunFollower(self, feed)

@@ -20,11 +20,11 @@ from warmrun.api.deps import Authenticated, DeploymentDep
 from warmrun.api.models import RunList
 from warmrun.api.problems import problem_responses
 from warmrun.resource import Run
-from warmrun.run import RunStatus
+from warmrun.run import Progress, RunStatus
 from warmrun.services.cancel import cancel_run
 from warmrun.services.errors import RunAlreadyEnded, RunNotFound
 from warmrun.services.listing import list_runs
-from warmrun.services.read import read_run, wait_until_closed
+from warmrun.services.read import completed_step_names, read_run, wait_until_closed
 from warmrun.services.watch import RunFollower
 
 router = APIRouter(
@@ -112,6 +112,7 @@ async def run_events(run_id: str, deployment: DeploymentDep) -> EventSourceRespo
         run_id,
         read=partial(read_run, deployment, run_id),
         wait_closed=partial(wait_until_closed, deployment.client, run_id),
+        read_names=partial(completed_step_names, deployment, run_id),
     )
     try:
         first = await follower.next()
@@ -145,6 +146,7 @@ async def _run_changes(follower: RunFollower, run: Run) -> AsyncIterator[ServerS
         return ServerSentEvent(data=data, event=name, id=str(sequence))
 
     yield event("status", run.model_dump_json())
+    announced = _steps_announced(run.progress)
     while not run.is_terminal:
         try:
             now = await follower.next()
@@ -158,9 +160,42 @@ async def _run_changes(follower: RunFollower, run: Run) -> AsyncIterator[ServerS
         )
         if changed and not now.is_terminal:  # the terminal event follows the loop
             yield event("status", now.model_dump_json())
+        if now.progress is not None and now.progress.steps_completed > announced:
+            # Steps that began and ended between two snapshots: one event each all the
+            # same, so that a client following progress sees every step by its name.
+            for missed in await _missed_steps(follower, now.progress, announced):
+                yield event("progress", pydantic_core.to_json(missed).decode())
         if not now.is_terminal and now.progress != run.progress and now.progress is not None:
             # Also right after a status event: a client following progress alone sees
             # every step (the first one begins as the run turns running).
             yield event("progress", pydantic_core.to_json(now.progress).decode())
+        announced = max(announced, _steps_announced(now.progress))
         run = now
     yield event(run.status, run.model_dump_json())
+
+
+def _steps_announced(progress: Progress | None) -> int:
+    """How many steps a stream has announced once it sent `progress`: those completed,
+    and the one executing."""
+    if progress is None:
+        return 0
+    return progress.steps_completed + (progress.step is not None)
+
+
+async def _missed_steps(
+    follower: RunFollower, progress: Progress, announced: int
+) -> list[Progress]:
+    """The progress each completed step at or after `announced` showed as it began."""
+    positions = range(announced, progress.steps_completed)
+    names = await follower.step_names(positions)
+    total = progress.steps_total
+    return [
+        Progress(
+            step=names[position],
+            steps_completed=position,
+            steps_total=total,
+            fraction=min(position / total, 1.0) if total else None,
+        )
+        for position in positions
+        if position in names
+    ]
