@@ -5,7 +5,9 @@
 Starts a dev server and real `warmrun serve` processes of the test pipelines, makes
 one run of each kind a deployment sees (succeeded, failed, cancelled, timed out,
 resumed after its replica was SIGKILLed, with webhooks, started by another Temporal
-client), and writes each workflow's history as `temporal workflow show -o json` does.
+client, started over Nexus from another namespace, of a ZenML pipeline that succeeded
+and one that failed, on a throwaway ZenML store), and writes each workflow's history
+as `temporal workflow show -o json` does. `--kinds` records only the kinds named.
 
 Record new histories when a change to `PipelineRun` or `WarmrunWebhookDelivery` is
 released, with `--tag` (files `<kind>-<tag>.json`): keep the old files, since runs
@@ -19,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,31 +30,50 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from warmrun.devserver import DevServer, free_port, stop_process, temporal_binary
+from warmrun.nexus import ensure_nexus_endpoint
 from warmrun.run import WORKFLOW_TYPE, WebhookEvent, task_queue_for, webhook_delivery_id
+from warmrun.temporal import PipelineRunInput, WarmrunService, nexus_run_id
 from warmrun.webhooks import new_secret
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINES = ROOT / "tests" / "pipelines.py"
+ZENML_REPO = ROOT / "tests" / "zenml_repo"
 OUT = ROOT / "tests" / "histories"
 DEPLOYMENT = "histories"
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
+CALLERS_NAMESPACE = "callers"
+KINDS = ("plain", "resumed", "nexus", "zenml")
+"""Groups of kinds, for `--kinds`: the files each group writes are listed in
+tests/histories/README.md."""
 
 
 class Replica:
-    """A `warmrun serve` process of the test pipelines."""
+    """A `warmrun serve` process: a pipeline of tests/pipelines.py, or a reference."""
 
-    def __init__(self, pipeline: str, deployment: str, temporal: str, log: Path) -> None:
+    def __init__(
+        self,
+        pipeline: str,
+        deployment: str,
+        temporal: str,
+        log: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
             **os.environ,
+            **(env or {}),
             "TEMPORAL_ADDRESS": temporal,
             "WARMRUN_DEPLOYMENT": deployment,
             "WARMRUN_HEARTBEAT_TIMEOUT": "2",
@@ -62,7 +84,7 @@ class Replica:
         command = [
             str(Path(sys.executable).parent / "warmrun"),
             "serve",
-            f"{PIPELINES}:{pipeline}",
+            pipeline if ":" in pipeline else f"{PIPELINES}:{pipeline}",
             "--port",
             str(self.port),
             "--log-level",
@@ -130,8 +152,22 @@ async def start(http: httpx.AsyncClient, parameters: dict[str, Any], **body: Any
     return answer.json()["run_id"]
 
 
-async def record_runs(temporal: str, logs: Path) -> dict[str, str]:
-    """Make the runs; their names (the files' stems) and workflow IDs."""
+async def record_runs(temporal: str, logs: Path, kinds: set[str]) -> dict[str, str]:
+    """Make the runs of the groups in `kinds`; their names (the files' stems) and
+    workflow IDs."""
+    runs: dict[str, str] = {}
+    if "plain" in kinds:
+        runs |= await record_plain_runs(temporal, logs)
+    if "resumed" in kinds:
+        runs |= await record_resumed_run(temporal, logs)
+    if "nexus" in kinds:
+        runs |= await record_nexus_run(temporal, logs)
+    if "zenml" in kinds:
+        runs |= await record_zenml_runs(temporal, logs)
+    return runs
+
+
+async def record_plain_runs(temporal: str, logs: Path) -> dict[str, str]:
     runs: dict[str, str] = {}
     sleepy = await Replica("sleepy", DEPLOYMENT, temporal, logs / "sleepy.log").ready()
     try:
@@ -171,7 +207,11 @@ async def record_runs(temporal: str, logs: Path) -> dict[str, str]:
                     await wait_for(http, run_id, TERMINAL)
     finally:
         sleepy.stop()
+    return runs
 
+
+async def record_resumed_run(temporal: str, logs: Path) -> dict[str, str]:
+    runs: dict[str, str] = {}
     journal = logs / "journal"
     deployment = f"{DEPLOYMENT}-resumed"
     lost = await Replica("journaled", deployment, temporal, logs / "journaled.log").ready()
@@ -194,6 +234,82 @@ async def record_runs(temporal: str, logs: Path) -> dict[str, str]:
     return runs
 
 
+@workflow.defn(sandboxed=False)
+class CallOverNexus:
+    """A workflow of another application, in a namespace of its own, calling a run."""
+
+    @workflow.run
+    async def run(self, endpoint: str) -> str:
+        client = workflow.create_nexus_client(service=WarmrunService, endpoint=endpoint)
+        operation = await client.start_operation(
+            WarmrunService.run,
+            PipelineRunInput(parameters={"steps": 2}, run_name="over Nexus"),
+            schedule_to_close_timeout=timedelta(minutes=2),
+        )
+        await operation
+        return nexus_run_id(operation)
+
+
+async def record_nexus_run(temporal: str, logs: Path) -> dict[str, str]:
+    """A run started by the Nexus operation `run` from a workflow in another namespace
+    (its start event carries the caller's completion callback and links)."""
+    deployment = f"{DEPLOYMENT}-nexus"
+    await temporal_cli(
+        temporal, "operator", "namespace", "create", "--namespace", CALLERS_NAMESPACE
+    )
+    endpoint = await ensure_nexus_endpoint(await Client.connect(temporal), deployment)
+    replica = await Replica("sleepy", deployment, temporal, logs / "nexus.log").ready()
+    try:
+        callers = await Client.connect(temporal, namespace=CALLERS_NAMESPACE)
+        async with Worker(
+            callers,
+            task_queue="nexus-callers",
+            workflows=[CallOverNexus],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        ):
+            run_id = await callers.execute_workflow(
+                CallOverNexus.run,
+                endpoint,
+                id=f"call-over-nexus-{time.time_ns()}",
+                task_queue="nexus-callers",
+            )
+    finally:
+        replica.stop()
+    return {"started_over_nexus": run_id}
+
+
+async def record_zenml_runs(temporal: str, logs: Path) -> dict[str, str]:
+    """Runs of a ZenML pipeline (its run link signal; the close activity of a run that
+    did not succeed), on a throwaway ZenML store and repository under `logs`."""
+    home = logs / "zenml"
+    repo = home / "repo"
+    shutil.copytree(ZENML_REPO, repo)
+    env = {
+        "ZENML_CONFIG_PATH": str(home / "config"),
+        "ZENML_LOCAL_STORES_PATH": str(home / "stores"),
+        "ZENML_REPOSITORY_PATH": str(repo),
+        "ZENML_ANALYTICS_OPT_IN": "false",
+        "AUTO_OPEN_DASHBOARD": "false",
+    }
+    zenml = str(Path(sys.executable).parent / "zenml")
+    init = await asyncio.create_subprocess_exec(zenml, "init", cwd=repo, env={**os.environ, **env})
+    if await init.wait() != 0:
+        raise RuntimeError("zenml init failed")
+    runs: dict[str, str] = {}
+    reference = f"{repo / 'zenml_pipelines.py'}:text_pipeline"
+    replica = Replica(reference, f"{DEPLOYMENT}-zenml", temporal, logs / "zenml.log", env)
+    await replica.ready(timeout=120)
+    try:
+        async with httpx.AsyncClient(base_url=replica.url, timeout=60) as http:
+            runs["zenml_succeeded"] = await start(http, {"text": "a b c"})
+            runs["zenml_failed"] = await start(http, {"fail_at": "count_tokens"})
+            for run_id in runs.values():
+                await wait_for(http, run_id, TERMINAL)
+    finally:
+        replica.stop()
+    return runs
+
+
 async def temporal_cli(address: str, *args: str) -> bytes:
     process = await asyncio.create_subprocess_exec(
         str(temporal_binary()),
@@ -209,11 +325,12 @@ async def temporal_cli(address: str, *args: str) -> bytes:
     return out
 
 
-async def record(scratch: Path) -> dict[str, bytes]:
+async def record(scratch: Path, kinds: set[str]) -> dict[str, bytes]:
     """Each history's file stem and its JSON."""
     histories = {}
-    async with DevServer(port=free_port(), ui_port=None, log_level="error") as server:
-        runs = await record_runs(server.address, scratch)
+    server = DevServer(port=free_port(), ui_port=None, http_port=free_port(), log_level="error")
+    async with server:
+        runs = await record_runs(server.address, scratch, kinds)
         for name, workflow_id in runs.items():
             histories[name] = await temporal_cli(
                 server.address, "workflow", "show", "--workflow-id", workflow_id, "-o", "json"
@@ -221,9 +338,9 @@ async def record(scratch: Path) -> dict[str, bytes]:
     return histories
 
 
-def main(out: Path, tag: str | None) -> None:
+def main(out: Path, tag: str | None, kinds: set[str]) -> None:
     with tempfile.TemporaryDirectory() as scratch:
-        histories = asyncio.run(record(Path(scratch)))
+        histories = asyncio.run(record(Path(scratch), kinds))
     out.mkdir(parents=True, exist_ok=True)
     for name, history in histories.items():
         stem = f"{name}-{tag}" if tag else name
@@ -236,5 +353,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=OUT, help="where the JSON files go")
     parser.add_argument("--tag", help="appended to the file names, e.g. the release")
+    parser.add_argument(
+        "--kinds",
+        default=",".join(KINDS),
+        help=f"comma-separated groups of runs to record, of {', '.join(KINDS)} (default all)",
+    )
     arguments = parser.parse_args()
-    main(arguments.out, arguments.tag)
+    kinds = set(arguments.kinds.split(","))
+    if not kinds <= set(KINDS):
+        parser.error(f"unknown kinds: {', '.join(sorted(kinds - set(KINDS)))}")
+    main(arguments.out, arguments.tag, kinds)

@@ -37,6 +37,9 @@ RECORDED_KINDS = {
     "webhook_delivery_started",
     "webhook_delivery_succeeded",
     "started_by_another_client",
+    "started_over_nexus",
+    "zenml_succeeded",
+    "zenml_failed",
 }
 
 
