@@ -304,7 +304,7 @@ class WarmrunDeployer(BaseDeployer):
         env: dict[str, str] = {}
         if config.embedded_temporal:
             try:
-                server = self._shared_temporal().ensure()
+                server = self._shared_temporal().ensure(str(deployment.id))
             except TemporalServerError as err:
                 raise DeploymentProvisionError(str(err)) from None
             env["TEMPORAL_ADDRESS"] = metadata.temporal_address = server.address

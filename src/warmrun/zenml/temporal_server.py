@@ -40,6 +40,9 @@ PREFERRED_PORT = 7233
 PREFERRED_UI_PORT = 8233
 NAMESPACE = "default"
 START_TIMEOUT = 60.0
+RESERVATION_SECONDS = 900.0
+"""How long a deployment being provisioned counts as a user before its process is
+recorded (a deploy waits for its process at most its startup timeout)."""
 
 
 class TemporalServerError(RuntimeError):
@@ -56,6 +59,9 @@ class ServerState(BaseModel):
     namespace: str = NAMESPACE
     users: dict[str, int] = Field(default_factory=dict)
     """Deployment id -> the pid of its `warmrun serve` process."""
+    reserved: dict[str, float] = Field(default_factory=dict)
+    """Deployment id -> until when (epoch seconds) a deployment being provisioned
+    counts as a user: from `ensure` until its process is recorded by `add_user`."""
 
     @property
     def address(self) -> str:
@@ -93,20 +99,23 @@ class SharedTemporalServer:
         """What identifies our server's command line (its pid may be reused)."""
         return ["start-dev", "--db-filename", str(self.db_file)]
 
-    def ensure(self, timeout: float = START_TIMEOUT) -> ServerState:
-        """The running server, started if it is not running."""
+    def ensure(self, deployment_id: str, timeout: float = START_TIMEOUT) -> ServerState:
+        """The running server, started if it is not running, reserved for the
+        deployment being provisioned: a deployment released meanwhile does not stop
+        it while this one's process is not recorded yet (`add_user`)."""
         with self._locked():
             state = self._read()
             if state is not None and daemon.is_ours(state.pid, self._marks):
                 error = temporal_error(_connect_args(state), timeout)
-                if error is None:
-                    return state
-                raise TemporalServerError(
-                    f"the shared Temporal dev server (pid {state.pid}, {state.address}) does "
-                    f"not answer: {error}. Stop it with `python -m {__name__} stop`.\n"
-                    + daemon.tail(self.log_file)
-                )
-            state = self._start(previous=state, timeout=timeout)
+                if error is not None:
+                    raise TemporalServerError(
+                        f"the shared Temporal dev server (pid {state.pid}, {state.address}) "
+                        f"does not answer: {error}. Stop it with `python -m {__name__} stop`.\n"
+                        + daemon.tail(self.log_file)
+                    )
+            else:
+                state = self._start(previous=state, timeout=timeout)
+            state.reserved[deployment_id] = time.time() + RESERVATION_SECONDS
             self._write(state)
             return state
 
@@ -115,6 +124,7 @@ class SharedTemporalServer:
             state = self._read()
             if state is not None:
                 state.users[deployment_id] = pid
+                state.reserved.pop(deployment_id, None)
                 self._write(state)
 
     def release(self, deployment_id: str, marks_of: Callable[[str], list[str]]) -> bool:
@@ -126,12 +136,15 @@ class SharedTemporalServer:
             if state is None:
                 return False
             state.users.pop(deployment_id, None)
+            state.reserved.pop(deployment_id, None)
             state.users = {
                 user: pid
                 for user, pid in state.users.items()
                 if daemon.is_ours(pid, marks_of(user))
             }
-            if state.users:
+            now = time.time()
+            state.reserved = {user: until for user, until in state.reserved.items() if until > now}
+            if state.users or state.reserved:
                 self._write(state)
                 return False
             return self._stop(state)
@@ -199,7 +212,7 @@ class SharedTemporalServer:
     def _stop(self, state: ServerState) -> bool:
         """Stop it; `server.json` keeps its ports for the next start."""
         stopped = daemon.stop(state.pid, self._marks)
-        state.users = {}
+        state.users, state.reserved = {}, {}
         self._write(state)
         return stopped
 
@@ -287,6 +300,7 @@ def main(argv: list[str]) -> int:
                         "address": state.address,
                         "ui": state.ui_url,
                         "deployments": sorted(state.users),
+                        "provisioning": sorted(state.reserved),
                         "db_file": str(server.db_file),
                         "log_file": str(server.log_file),
                     },

@@ -1,0 +1,49 @@
+"""The Temporal dev server that deployer-provisioned deployments share (no address set).
+
+The lifecycle through the real `zenml` CLI is in tests/test_zenml_deployer.py; here the
+bookkeeping that decides when the server stops, against a real `temporal` dev server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from warmrun.devserver import free_port
+from warmrun.zenml import temporal_server
+from warmrun.zenml.deployer import serve_marks
+from warmrun.zenml.temporal_server import SharedTemporalServer
+
+
+def shared(directory: Path) -> SharedTemporalServer:
+    return SharedTemporalServer(directory, port=free_port(), ui_port=free_port())
+
+
+def test_a_deployment_being_provisioned_keeps_the_server_when_another_is_released(
+    tmp_path: Path,
+) -> None:
+    server = shared(tmp_path)
+    try:
+        server.ensure("provisioning")  # found or started; its process is not up yet
+        # Meanwhile the last deployment whose process used it is deprovisioned.
+        assert server.release("deprovisioned", serve_marks) is False
+        assert server.status() is not None
+        # The provisioning one fails (or goes away): then nothing uses the server.
+        assert server.release("provisioning", serve_marks) is True
+        assert server.status() is None
+    finally:
+        server.stop()
+
+
+def test_a_reservation_left_by_a_deploy_that_died_expires(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = shared(tmp_path)
+    try:
+        monkeypatch.setattr(temporal_server, "RESERVATION_SECONDS", 0.0)
+        server.ensure("died-while-provisioning")
+        assert server.release("deprovisioned", serve_marks) is True
+        assert server.status() is None
+    finally:
+        server.stop()
