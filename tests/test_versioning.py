@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.common import PinnedVersioningOverride, WorkerDeploymentVersion
 
 from conftest import PIPELINES, ServeFn, submit, wait_for_status
@@ -34,6 +34,21 @@ from warmrun.versioning import (
 
 async def info(http: httpx.AsyncClient) -> dict[str, Any]:
     return (await http.get("/info")).json()
+
+
+async def start_pinned(
+    client: Client, deployment: str, build_id: str, parameters: dict[str, Any]
+) -> WorkflowHandle[Any, Any]:
+    """Start a run pinned to a build, as an operator's override does."""
+    return await client.start_workflow(
+        "PipelineRun",
+        PipelineRunInput(parameters=parameters),
+        id=f"{deployment}-{time.monotonic_ns()}",
+        task_queue=task_queue_for(deployment),
+        versioning_override=PinnedVersioningOverride(
+            WorkerDeploymentVersion(worker_deployment_for(deployment), build_id)
+        ),
+    )
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 30.0) -> None:
@@ -103,15 +118,7 @@ async def test_a_version_never_current_is_not_drained_while_an_operator_pinned_a
         assert (await info(side))["drained"] is True
         # An operator sends a run to the side version, never current: stopping it now
         # would strand the run (Temporal counts the version as draining meanwhile).
-        handle = await temporal_client.start_workflow(
-            "PipelineRun",
-            PipelineRunInput(parameters={"seconds": 3.0}),
-            id=f"override-drain-{time.monotonic_ns()}",
-            task_queue=task_queue_for("override-drain"),
-            versioning_override=PinnedVersioningOverride(
-                WorkerDeploymentVersion(worker_deployment_for("override-drain"), "side")
-            ),
-        )
+        handle = await start_pinned(temporal_client, "override-drain", "side", {"seconds": 3.0})
 
         async def side_is(drained: bool) -> bool:
             return (await side.get("/ready")).json()["drained"] is drained
@@ -129,15 +136,7 @@ async def test_a_pinned_run_without_a_worker_of_its_build_waits_queued_until_mov
     async with serve("sleepy", deployment="stranded", build_id="gone"):
         pass  # a version whose replicas are all gone
     async with serve("sleepy", deployment="stranded", build_id="live", promote=True) as http:
-        handle = await temporal_client.start_workflow(
-            "PipelineRun",
-            PipelineRunInput(parameters={}),
-            id=f"stranded-{time.monotonic_ns()}",
-            task_queue=task_queue_for("stranded"),
-            versioning_override=PinnedVersioningOverride(
-                WorkerDeploymentVersion(worker_deployment_for("stranded"), "gone")
-            ),
-        )
+        handle = await start_pinned(temporal_client, "stranded", "gone", {})
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
             run = (await http.get(f"/runs/{handle.id}")).json()
@@ -171,15 +170,7 @@ async def test_a_stranded_run_takes_even_its_cancel_only_on_a_worker_of_its_buil
     async with serve("sleepy", deployment="stranded-cancel", build_id="gone"):
         pass
     async with serve("sleepy", deployment="stranded-cancel", build_id="live", promote=True) as http:
-        handle = await temporal_client.start_workflow(
-            "PipelineRun",
-            PipelineRunInput(parameters={"seconds": 30}),
-            id=f"stranded-cancel-{time.monotonic_ns()}",
-            task_queue=task_queue_for("stranded-cancel"),
-            versioning_override=PinnedVersioningOverride(
-                WorkerDeploymentVersion(worker_deployment_for("stranded-cancel"), "gone")
-            ),
-        )
+        handle = await start_pinned(temporal_client, "stranded-cancel", "gone", {"seconds": 30})
         assert (await http.delete(f"/runs/{handle.id}")).status_code == 202
         deadline = time.monotonic() + 2
         while time.monotonic() < deadline:
