@@ -17,6 +17,7 @@ import httpx
 import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import PinnedVersioningOverride, WorkerDeploymentVersion
+from temporalio.service import RPCError, RPCStatusCode
 
 from conftest import PIPELINES, ServeFn, submit, wait_for_status
 from test_temporal_native import temporal_cli
@@ -118,7 +119,22 @@ async def test_a_version_never_current_is_not_drained_while_an_operator_pinned_a
         assert (await info(side))["drained"] is True
         # An operator sends a run to the side version, never current: stopping it now
         # would strand the run (Temporal counts the version as draining meanwhile).
-        handle = await start_pinned(temporal_client, "override-drain", "side", {"seconds": 3.0})
+        started: list[WorkflowHandle[Any, Any]] = []
+
+        async def pinned_to_side() -> bool:
+            # Temporal refuses to pin a run to a version until its worker has polled the
+            # task queue, which the replica's start does not wait for.
+            try:
+                started.append(
+                    await start_pinned(temporal_client, "override-drain", "side", {"seconds": 3.0})
+                )
+            except RPCError as err:
+                if err.status != RPCStatusCode.FAILED_PRECONDITION:
+                    raise
+            return bool(started)
+
+        await eventually(pinned_to_side)
+        [handle] = started
 
         async def side_is(drained: bool) -> bool:
             return (await side.get("/ready")).json()["drained"] is drained
