@@ -6,6 +6,8 @@ bookkeeping that decides when the server stops, against a real `temporal` dev se
 
 from __future__ import annotations
 
+import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,26 @@ def test_a_reservation_left_by_a_deploy_that_died_expires(
         assert server.status() is None
     finally:
         server.stop()
+
+
+def test_a_port_taken_between_its_check_and_the_start_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race made certain: the server's last port is held by another process, and
+    # the check finds it free, as it would have a moment before that process took it.
+    monkeypatch.setattr(temporal_server, "_port_free", lambda port: True)
+    monkeypatch.setattr(temporal_server, "PREFERRED_PORT", 0)  # no customary 7233 here
+    monkeypatch.setattr(temporal_server, "PREFERRED_UI_PORT", 0)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        last = {"pid": 0, "port": taken, "ui_port": free_port()}
+        (tmp_path / "server.json").write_text(json.dumps(last))
+        server = SharedTemporalServer(tmp_path)
+        try:
+            state = server.ensure("deploying")
+            assert state.port != taken
+            assert server.status() is not None
+        finally:
+            server.stop()

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import socket
 import sys
@@ -40,13 +41,22 @@ PREFERRED_PORT = 7233
 PREFERRED_UI_PORT = 8233
 NAMESPACE = "default"
 START_TIMEOUT = 60.0
+PORT_ATTEMPTS = 3
+_ADDRESS_IN_USE = "address already in use"
+"""What the dev server says when a port it should listen on is taken."""
 RESERVATION_SECONDS = 900.0
 """How long a deployment being provisioned counts as a user before its process is
 recorded (a deploy waits for its process at most its startup timeout)."""
 
+logger = logging.getLogger(__name__)
+
 
 class TemporalServerError(RuntimeError):
     """The shared dev server cannot be started or reached; the message says why."""
+
+
+class _PortTaken(TemporalServerError):
+    """The server could not bind a port found free just before."""
 
 
 class ServerState(BaseModel):
@@ -161,10 +171,30 @@ class SharedTemporalServer:
         return state if state is not None and daemon.is_ours(state.pid, self._marks) else None
 
     def _start(self, previous: ServerState | None, timeout: float) -> ServerState:
-        port = self._port(self.port, previous.port if previous else None, PREFERRED_PORT)
-        ui_port = self._port(
-            self.ui_port, previous.ui_port if previous else None, PREFERRED_UI_PORT, avoid=port
-        )
+        """Start it on free ports. A port is found free first and bound by the server
+        later, so another process may take it in between: then, unless the ports are
+        configured, the server is started again on others."""
+        taken: set[int] = set()
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            port = self._port(
+                self.port, previous.port if previous else None, PREFERRED_PORT, avoid=taken
+            )
+            ui_port = self._port(
+                self.ui_port,
+                previous.ui_port if previous else None,
+                PREFERRED_UI_PORT,
+                avoid=taken | {port},
+            )
+            try:
+                return self._start_on(port, ui_port, timeout)
+            except _PortTaken as err:
+                if self.port or self.ui_port or attempt == PORT_ATTEMPTS:
+                    raise TemporalServerError(str(err)) from None
+                logger.warning("%s; starting it on other ports", err)
+                taken |= {port, ui_port}
+        raise AssertionError("unreachable")
+
+    def _start_on(self, port: int, ui_port: int, timeout: float) -> ServerState:
         server = DevServer(
             host=HOST, port=port, ui_port=ui_port, db_file=self.db_file, namespace=NAMESPACE
         )
@@ -172,16 +202,20 @@ class SharedTemporalServer:
             command = server.command()
         except DevServerError as err:
             raise TemporalServerError(str(err)) from None
+        logged = self.log_file.stat().st_size if self.log_file.exists() else 0
         process = daemon.start(command, env=_clean_env(), log_file=self.log_file)
         state = ServerState(pid=process.pid, port=port, ui_port=ui_port)
         deadline = time.monotonic() + timeout
         error: str | None = "not started"
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise TemporalServerError(
+                message = (
                     f"the Temporal dev server exited with code {process.returncode} at start "
                     f"(log {self.log_file}):\n{daemon.tail(self.log_file)}"
                 )
+                if _ADDRESS_IN_USE in _appended(self.log_file, logged):
+                    raise _PortTaken(message)
+                raise TemporalServerError(message)
             error = temporal_error(_connect_args(state), timeout=2.0)
             if error is None:
                 return state
@@ -193,7 +227,11 @@ class SharedTemporalServer:
         )
 
     def _port(
-        self, configured: int | None, previous: int | None, preferred: int, avoid: int = 0
+        self,
+        configured: int | None,
+        previous: int | None,
+        preferred: int,
+        avoid: set[int] | frozenset[int] = frozenset(),
     ) -> int:
         """The configured port (it must be free), else the last one used, the
         customary one or any free one, in that order."""
@@ -205,9 +243,11 @@ class SharedTemporalServer:
                 )
             return configured
         for candidate in (previous, preferred):
-            if candidate and candidate != avoid and _port_free(candidate):
+            if candidate and candidate not in avoid and _port_free(candidate):
                 return candidate
-        return free_port(HOST)
+        while (port := free_port(HOST)) in avoid:
+            pass
+        return port
 
     def _stop(self, state: ServerState) -> bool:
         """Stop it; `server.json` keeps its ports for the next start."""
@@ -258,6 +298,16 @@ def temporal_error(connect_args: dict[str, Any], timeout: float) -> str | None:
 
 def _connect_args(state: ServerState) -> dict[str, Any]:
     return {"target_host": state.address, "namespace": state.namespace, "retry_config": RETRY}
+
+
+def _appended(log_file: Path, since: int) -> str:
+    """What was written to the log after its first `since` bytes."""
+    try:
+        with log_file.open("rb") as log:
+            log.seek(since)
+            return log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 def _port_free(port: int) -> bool:
