@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,37 +19,34 @@ from warmrun.zenml.deployer import serve_marks
 from warmrun.zenml.temporal_server import SharedTemporalServer
 
 
-def shared(directory: Path) -> SharedTemporalServer:
-    return SharedTemporalServer(directory, port=free_port(), ui_port=free_port())
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[SharedTemporalServer]:
+    shared = SharedTemporalServer(tmp_path, port=free_port(), ui_port=free_port())
+    try:
+        yield shared
+    finally:
+        shared.stop()
 
 
 def test_a_deployment_being_provisioned_keeps_the_server_when_another_is_released(
-    tmp_path: Path,
+    server: SharedTemporalServer,
 ) -> None:
-    server = shared(tmp_path)
-    try:
-        server.ensure("provisioning")  # found or started; its process is not up yet
-        # Meanwhile the last deployment whose process used it is deprovisioned.
-        assert server.release("deprovisioned", serve_marks) is False
-        assert server.status() is not None
-        # The provisioning one fails (or goes away): then nothing uses the server.
-        assert server.release("provisioning", serve_marks) is True
-        assert server.status() is None
-    finally:
-        server.stop()
+    server.ensure("provisioning")  # found or started; its process is not up yet
+    # Meanwhile the last deployment whose process used it is deprovisioned.
+    assert server.release("deprovisioned", serve_marks) is False
+    assert server.status() is not None
+    # The provisioning one fails (or goes away): then nothing uses the server.
+    assert server.release("provisioning", serve_marks) is True
+    assert server.status() is None
 
 
 def test_a_reservation_left_by_a_deploy_that_died_expires(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: SharedTemporalServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = shared(tmp_path)
-    try:
-        monkeypatch.setattr(temporal_server, "RESERVATION_SECONDS", 0.0)
-        server.ensure("died-while-provisioning")
-        assert server.release("deprovisioned", serve_marks) is True
-        assert server.status() is None
-    finally:
-        server.stop()
+    monkeypatch.setattr(temporal_server, "RESERVATION_SECONDS", 0.0)
+    server.ensure("died-while-provisioning")
+    assert server.release("deprovisioned", serve_marks) is True
+    assert server.status() is None
 
 
 def test_a_port_taken_between_its_check_and_the_start_is_replaced(
