@@ -175,24 +175,29 @@ class SharedTemporalServer:
         later, so another process may take it in between: then, unless the ports are
         configured, the server is started again on others."""
         taken: set[int] = set()
-        for attempt in range(1, PORT_ATTEMPTS + 1):
-            port = self._port(
-                self.port, previous.port if previous else None, PREFERRED_PORT, avoid=taken
-            )
-            ui_port = self._port(
-                self.ui_port,
-                previous.ui_port if previous else None,
-                PREFERRED_UI_PORT,
-                avoid=taken | {port},
-            )
+        for _ in range(PORT_ATTEMPTS - 1):
+            port, ui_port = self._ports(previous, avoid=taken)
             try:
                 return self._start_on(port, ui_port, timeout)
             except _PortTaken as err:
-                if self.port or self.ui_port or attempt == PORT_ATTEMPTS:
-                    raise TemporalServerError(str(err)) from None
+                if self.port or self.ui_port:
+                    raise
                 logger.warning("%s; starting it on other ports", err)
                 taken |= {port, ui_port}
-        raise AssertionError("unreachable")
+        return self._start_on(*self._ports(previous, avoid=taken), timeout)
+
+    def _ports(self, previous: ServerState | None, avoid: set[int]) -> tuple[int, int]:
+        """The gRPC and UI ports to start on, none of them in `avoid`."""
+        port = self._port(
+            self.port, previous.port if previous else None, PREFERRED_PORT, avoid=avoid
+        )
+        ui_port = self._port(
+            self.ui_port,
+            previous.ui_port if previous else None,
+            PREFERRED_UI_PORT,
+            avoid=avoid | {port},
+        )
+        return port, ui_port
 
     def _start_on(self, port: int, ui_port: int, timeout: float) -> ServerState:
         server = DevServer(
