@@ -191,3 +191,10 @@ async def follow_events(
                 if after_first is not None and len(events) == 1:
                     after_first()
     return events
+
+
+def steps_shown(events: list[StreamEvent]) -> list[tuple[int, str]]:
+    """Each step a run's stream showed, as `(position, name)` in order of appearance:
+    from the first event (the whole run) and the `progress` events."""
+    shown = [events[0][1]["progress"], *(data for name, data, _ in events if name == "progress")]
+    return list(dict.fromkeys((p["steps_completed"], p["step"]) for p in shown if p and p["step"]))

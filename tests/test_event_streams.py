@@ -27,7 +27,15 @@ from temporalio.client import (
     WorkflowExecutionDescription,
 )
 
-from conftest import PIPELINES, TEST_SETTINGS, ServeFn, follow_events, submit, wait_for_status
+from conftest import (
+    PIPELINES,
+    TEST_SETTINGS,
+    ServeFn,
+    follow_events,
+    steps_shown,
+    submit,
+    wait_for_status,
+)
 from test_validation import assert_problem
 from warmrun.deployment import Deployment
 from warmrun.metrics import Metrics
@@ -240,11 +248,10 @@ async def test_steps_shorter_than_a_poll_each_get_their_event(sleepy: httpx.Asyn
     # every 0.2 s, so most steps begin and end unseen; the stream still names each one
     # from the first it saw.
     run_id = await submit(sleepy, {"seconds": 3, "steps": 30})
-    events = [(name, data) for name, data, _ in await follow_events(sleepy, run_id)]
+    events = await follow_events(sleepy, run_id)
 
     assert events[-1][0] == "succeeded"
-    shown = [events[0][1]["progress"], *(data for name, data in events if name == "progress")]
-    steps = list(dict.fromkeys((p["steps_completed"], p["step"]) for p in shown if p and p["step"]))
+    steps = steps_shown(events)
     assert steps, events
     first = steps[0][0]
     assert steps == [(index, f"step-{index + 1}") for index in range(first, 30)]

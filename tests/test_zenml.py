@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ServeFn, follow_events, submit, wait_for_status
-from reliability.replicas import Replica
+from conftest import ServeFn, follow_events, steps_shown, submit, wait_for_status
+from reliability.replicas import TERMINAL, Replica, poll_run
 from warmrun.devserver import free_port
 
 WORDS = "one two three four five six"
@@ -187,13 +186,10 @@ async def test_zenml_steps_are_progress_steps_with_an_event_each(
     # test opens once its stream follows the run.
     gate = tmp_path / "gate"
     run_id = await submit(zenml_text, {"text": WORDS, "gate": str(gate)})
-    followed = await follow_events(zenml_text, run_id, after_first=gate.touch)
-    events = [(name, data) for name, data, _ in followed]
+    events = await follow_events(zenml_text, run_id, after_first=gate.touch)
 
-    progress = [data for name, data in events if name == "progress"]
-    shown = [events[0][1]["progress"], *progress]  # the first event is the whole run
-    steps = [(p["steps_completed"], p["step"]) for p in shown if p and p["step"]]
-    assert list(dict.fromkeys(steps)) == [(0, "tokenize"), (1, "count_tokens"), (2, "summarize")]
+    progress = [data for name, data, _ in events if name == "progress"]
+    assert steps_shown(events) == [(0, "tokenize"), (1, "count_tokens"), (2, "summarize")]
     assert {p["steps_total"] for p in progress} == {3}
     assert events[-1][0] == "succeeded"
     assert events[-1][1]["progress"]["steps_completed"] == 3
@@ -366,7 +362,7 @@ def test_a_pipeline_zenml_cannot_deploy_is_refused_at_load(tmp_path: Path) -> No
         load_pipeline("zenml:nope")
 
 
-def test_warmrun_dev_serves_the_zenml_example_as_the_readme_shows(
+async def test_warmrun_dev_serves_the_zenml_example_as_the_readme_shows(
     zenml_repo: Path, tmp_path: Path
 ) -> None:
     from test_cli import WARMRUN, running, wait_until_ready
@@ -389,27 +385,21 @@ def test_warmrun_dev_serves_the_zenml_example_as_the_readme_shows(
     ]
     with running(command, cwd=zenml_repo, env={**os.environ, "TEMPORAL_ADDRESS": ""}) as process:
         url = f"http://127.0.0.1:{port}"
-        wait_until_ready(url, process, timeout=120)
-        with httpx.Client(base_url=url, timeout=60) as http:
-            answer = http.post("/invoke", json={"parameters": {"review": "Awful, broken"}})
+        await asyncio.to_thread(wait_until_ready, url, process, 120)
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            answer = await http.post("/invoke", json={"parameters": {"review": "Awful, broken"}})
             assert answer.status_code == 200
             assert answer.json()["success"] is True, answer.json()
             assert answer.json()["outputs"] == {"label": "negative", "score": -1.0}
             assert answer.json()["metadata"]["zenml_run_id"]
 
-            accepted = http.post(
+            accepted = await http.post(
                 "/invoke",
                 json={"parameters": {"review": "Great phone, I love it"}, "run_name": "review-1"},
                 headers={"Prefer": "respond-async"},
             )
             assert accepted.status_code == 202
-            deadline = time.monotonic() + 60
-            while (run := http.get(accepted.headers["Location"]).json())["status"] not in {
-                "succeeded",
-                "failed",
-            }:
-                assert time.monotonic() < deadline, run
-                time.sleep(0.2)
+        run = await poll_run(url, accepted.json()["run_id"], TERMINAL)
         assert run["status"] == "succeeded", run
         assert run["outputs"] == {"label": "positive", "score": 1.0}
         assert run["progress"]["steps_completed"] == run["progress"]["steps_total"] == 3
