@@ -33,7 +33,6 @@ class Deployment:
     metrics: Metrics
     worker: Worker | None = None
     draining: bool = False
-    sdk_metrics_url: str | None = None
     feeds: RunFeeds = field(init=False)
 
     def __post_init__(self) -> None:

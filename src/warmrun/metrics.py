@@ -1,8 +1,7 @@
 """Prometheus metrics of one deployment process (`GET /metrics`).
 
 warmrun's own series live in a registry per app (several apps can share a process in
-tests); the Temporal SDK's series come from its runtime telemetry, which serves them on
-a loopback port that `/metrics` reads and appends.
+tests); the Temporal SDK's series join the same registry (`warmrun.sdk_metrics`).
 """
 
 from __future__ import annotations

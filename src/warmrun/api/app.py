@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -23,11 +24,12 @@ from warmrun.api.middleware import (
 from warmrun.api.models import invoke_request_model
 from warmrun.api.problems import install_problem_handlers
 from warmrun.api.routes import invoke, ops, runs
-from warmrun.connection import connect, runtime_with_prometheus
+from warmrun.connection import connect
 from warmrun.deployment import Deployment
 from warmrun.metrics import Metrics
 from warmrun.pipeline import Pipeline
 from warmrun.run import task_queue_for
+from warmrun.sdk_metrics import SdkMetrics
 from warmrun.services.backlog import Backlog
 from warmrun.settings import Settings
 from warmrun.versioning import replica_version
@@ -52,10 +54,11 @@ def create_app(
             logger.warning(
                 "WARMRUN_AUTH_TOKEN is not set: anyone who can reach this port can start runs"
             )
-        sdk_metrics_url = None
+        sdk_metrics = None
         if client is None:
-            runtime, sdk_metrics_url = runtime_with_prometheus()
-            temporal = await connect(runtime=runtime)
+            sdk_metrics = SdkMetrics()
+            metrics.registry.register(sdk_metrics)
+            temporal = await connect(runtime=sdk_metrics.runtime)
         else:
             temporal = client
         backlog = Backlog(temporal, task_queue_for(deployment_name), settings.max_pending_runs)
@@ -66,12 +69,14 @@ def create_app(
             client=temporal,
             backlog=backlog,
             metrics=metrics,
-            sdk_metrics_url=sdk_metrics_url,
         )
         metrics.track_event_streams(lambda: deployment.feeds.streams, lambda: deployment.feeds.runs)
         async with AsyncExitStack() as stack:
             stack.push_async_callback(backlog.close)
             stack.push_async_callback(deployment.feeds.close)
+            if sdk_metrics is not None:
+                draining_sdk_metrics = asyncio.create_task(sdk_metrics.drain_forever())
+                stack.callback(draining_sdk_metrics.cancel)
             if settings.run_worker:
                 deployment.worker = await stack.enter_async_context(
                     running_worker(temporal, pipeline, settings, metrics, deployment)

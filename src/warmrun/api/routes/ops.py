@@ -7,7 +7,6 @@ import logging
 import platform
 from datetime import timedelta
 
-import httpx
 import temporalio
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
@@ -25,7 +24,6 @@ public = APIRouter(tags=["service"])
 router = APIRouter(tags=["service"], dependencies=[Authenticated], responses=problem_responses(401))
 
 READINESS_TIMEOUT = timedelta(seconds=2)
-SDK_SCRAPE_TIMEOUT = 2.0
 
 logger = logging.getLogger(__name__)
 
@@ -126,14 +124,5 @@ async def _version_state(deployment: Deployment) -> VersionState | None:
     },
 )
 async def metrics(deployment: DeploymentDep) -> Response:
-    """Prometheus text: `warmrun_*` series, then the Temporal SDK's own."""
-    body = deployment.metrics.render()
-    if deployment.sdk_metrics_url:
-        try:
-            async with httpx.AsyncClient(timeout=SDK_SCRAPE_TIMEOUT) as http:
-                sdk = await http.get(deployment.sdk_metrics_url)
-            body += b"\n" + sdk.content
-        except httpx.HTTPError:
-            # Best effort: warmrun's own series still answer.
-            logger.warning("could not read the Temporal SDK's metrics", exc_info=True)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+    """Prometheus text: `warmrun_*` series, then the Temporal SDK's own (`temporal_*`)."""
+    return Response(deployment.metrics.render(), media_type=CONTENT_TYPE_LATEST)
