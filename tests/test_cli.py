@@ -76,7 +76,7 @@ def test_dev_serves_the_bundled_example_with_the_temporal_ui_and_a_nexus_endpoin
         metrics = httpx.get(f"{url}/metrics", timeout=10).text
         assert 'warmrun_invocations_total{code="200",mode="sync"} 1.0' in metrics
         # The SDK's own series, from its runtime telemetry (no port of their own).
-        assert 'temporal_workflow_completed_total{' in metrics
+        assert "temporal_workflow_completed_total{" in metrics
         assert process.poll() is None
 
         # The endpoint `warmrun dev` created: the Nexus example calls the deployment
