@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,30 @@ async def test_a_run_follows_the_deployment_policy_however_it_was_started(
             if event.HasField("activity_task_scheduled_event_attributes")
         )
         assert scheduled.heartbeat_timeout.ToTimedelta().total_seconds() == 3.0
+
+
+async def test_the_workflow_result_tells_the_times_the_http_api_tells(
+    sleepy: httpx.AsyncClient, temporal_client: Client
+) -> None:
+    """A Temporal or Nexus caller reads the run's times from its result: the same span
+    as the HTTP answer's `execution_time` (creation to end), not the pipeline's alone."""
+    run_id = f"times-{uuid.uuid4().hex[:8]}"
+    result = await temporal_client.execute_workflow(
+        "PipelineRun",
+        {"parameters": {"seconds": 0.3}},
+        id=run_id,
+        task_queue="warmrun-sleepy",
+        result_type=dict,
+    )
+    run = (await sleepy.get(f"/runs/{run_id}")).json()
+
+    created, finished = (datetime.fromisoformat(run[key]) for key in ("created_at", "finished_at"))
+    ended = datetime.fromisoformat(result["finished_at"])
+    assert datetime.fromisoformat(result["started_at"]) == datetime.fromisoformat(run["started_at"])
+    # The workflow's clock at its end; Temporal records the close a workflow task later.
+    assert ended <= finished < ended + timedelta(seconds=1)
+    assert result["execution_time"] == pytest.approx((ended - created).total_seconds(), abs=1e-3)
+    assert result["execution_time"] > 0.3
 
 
 def local_activities(history: WorkflowHistory) -> int:

@@ -271,7 +271,8 @@ class PipelineRunResult:
     started_at: str | None = None
     finished_at: str | None = None
     execution_time: float | None = None
-    """Seconds the pipeline executed (from its start to its end on the worker)."""
+    """Seconds from the run's creation (the workflow's start) to `finished_at`, the span
+    the HTTP answer's `execution_time` measures; `started_at` is when its pipeline began."""
     progress: Progress = field(default_factory=Progress)
 
 

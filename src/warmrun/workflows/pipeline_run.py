@@ -20,7 +20,7 @@ up on is never left "running" in ZenML.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -135,14 +135,16 @@ class PipelineRun:
         finally:
             deadline_timer.cancel()
 
-        started = datetime.fromisoformat(outcome.started_at)
-        finished = datetime.fromisoformat(outcome.finished_at)
+        # The times of the HTTP answer and `GET /runs`, from the workflow's clock: the run
+        # ends now (Temporal records its close a workflow task later, within ms), its
+        # execution time counts from its start, as the API's `execution_time` does.
+        finished = workflow.now()
         result = PipelineRunResult(
             outputs=outcome.outputs,
             run_name=input.run_name,
             started_at=outcome.started_at,
-            finished_at=outcome.finished_at,
-            execution_time=(finished - started).total_seconds(),
+            finished_at=finished.isoformat(),
+            execution_time=(finished - workflow.info().workflow_start_time).total_seconds(),
             progress=outcome.progress,
         )
         await self._notify(input, policy, RunStatus.SUCCEEDED, result=result)
@@ -224,7 +226,7 @@ class PipelineRun:
                     progress=result.progress if result else None,
                     created_at=info.workflow_start_time.isoformat(),
                     started_at=result.started_at if result else None,
-                    finished_at=workflow.now().isoformat(),
+                    finished_at=result.finished_at if result else workflow.now().isoformat(),
                     outputs=result.outputs if result else None,
                     error=_error(error) if error else None,
                 ),
