@@ -128,6 +128,42 @@ async def test_sigkill_mid_step_replays_the_zenml_run_without_redoing_finished_s
     assert run["zenml_run_id"] == str(replay.id)
 
 
+async def test_a_worker_lost_as_it_began_the_replay_leaves_it_to_the_next_attempt(
+    replicas: Callable[..., Replica], tmp_path: Path
+) -> None:
+    """The attempt that closed the interrupted ZenML run for a replay may die before the
+    replay exists: the next attempt finds a failed run and begins the replay, instead
+    of failing the warmrun run for good."""
+    from warmrun.zenml.runner import REPLAY_REASON, fail_for_replay
+
+    journal = tmp_path / "journal"
+    first = await replicas("text_pipeline", deployment="zenml-replay-lost").ready()
+    run_id = await submit(first, journal)
+    await kill_during("count_tokens", journal, first, first)
+    assert await first.exit_code() == -signal.SIGKILL
+    # What the dying attempt did before its end: the ZenML run closed for a replay.
+    [interrupted] = zenml_runs_of(run_id)
+    fail_for_replay(interrupted, ["count_tokens"], run_id)
+
+    second = await replicas("text_pipeline", deployment="zenml-replay-lost").ready()
+    run = await poll_run(second.url, run_id, TERMINAL, timeout=120)
+
+    assert run["status"] == "succeeded", run
+    assert run["outputs"]["n_tokens"] == 4
+    assert Counter(step for step, _ in journal_of(journal)) == {
+        "tokenize": 1,
+        "count_tokens": 2,
+        "summarize": 1,
+    }
+    lost, replay = zenml_runs_of(run_id)
+    assert lost.status.value == "failed"
+    assert lost.body.status_reason.startswith(REPLAY_REASON)
+    assert replay.status.value == "completed"
+    assert replay.original_run.id == lost.id
+    assert replay.run_metadata["warmrun_run_id"] == run_id
+    assert run["zenml_run_id"] == str(replay.id)
+
+
 async def test_sigkill_mid_step_continues_the_same_zenml_run_when_the_step_may_retry(
     replicas: Callable[..., Replica], tmp_path: Path
 ) -> None:

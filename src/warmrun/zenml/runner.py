@@ -205,17 +205,25 @@ def execute(
     retries: dict[str, int] = {}
     if previous is not None and previous.snapshot is not None:
         snapshot = client.get_snapshot(previous.snapshot.id)
-        if previous.status.is_finished:  # the last attempt died after ZenML finished
+        if _failed_for_replay(previous):  # the last attempt died as it began the replay
+            run, snapshot = _replay(target, previous, run_name, params, context)
+        elif previous.status.is_finished:  # the last attempt died after ZenML finished
             context._link_zenml_run(target.link(previous))
             return _finished(target, previous, context)
-        # Inline steps still RUNNING cannot be running: this is a new attempt.
-        in_flight = [s.name for s in previous.steps.values() if s.status == ExecutionStatus.RUNNING]
-        attempts = {name: _step_attempts(previous.id, name) for name in in_flight}
-        if all(attempts[name] <= _max_retries(snapshot, name) for name in in_flight):
-            run = previous  # ZenML takes another step run for each: continue in place
-            retries = {name: _max_retries(snapshot, name) - attempts[name] for name in in_flight}
         else:
-            run, snapshot = _replay(target, previous, in_flight, run_name, params, context)
+            # Inline steps still RUNNING cannot be running: this is a new attempt.
+            in_flight = [
+                s.name for s in previous.steps.values() if s.status == ExecutionStatus.RUNNING
+            ]
+            attempts = {name: _step_attempts(previous.id, name) for name in in_flight}
+            if all(attempts[name] <= _max_retries(snapshot, name) for name in in_flight):
+                run = previous  # ZenML takes another step run for each: continue in place
+                retries = {
+                    name: _max_retries(snapshot, name) - attempts[name] for name in in_flight
+                }
+            else:
+                fail_for_replay(previous, in_flight, context.run_id)
+                run, snapshot = _replay(target, previous, run_name, params, context)
     else:
         snapshot = _per_run_snapshot(target, run_name, params)
         run = run_utils.create_placeholder_run(
@@ -223,12 +231,11 @@ def execute(
             orchestrator_run_id=context.run_id,
             trigger_info=_trigger(target),
         )
-    if previous is None or run.id != previous.id:
-        log_metadata(
-            metadata=dict.fromkeys(RUN_METADATA_KEYS, context.run_id),
-            run_id_name_or_prefix=run.id,
-        )
-        context._link_zenml_run(target.link(run))
+    # Again on every attempt: the one that made the run may have died before either.
+    log_metadata(
+        metadata=dict.fromkeys(RUN_METADATA_KEYS, context.run_id), run_id_name_or_prefix=run.id
+    )
+    context._link_zenml_run(target.link(run))
 
     if run.original_run is not None:  # a replay: ZenML itself skips what succeeded
         original = client.get_pipeline_run(run.original_run.id, hydrate=True)
@@ -304,25 +311,39 @@ def _per_run_snapshot(
     return Client().zen_store.create_snapshot(request)
 
 
-def _replay(
-    target: ZenMLTarget,
-    previous: PipelineRunResponse,
-    in_flight: list[str],
-    run_name: str | None,
-    params: dict[str, Any],
-    context: RunContext,
-) -> tuple[PipelineRunResponse, PipelineSnapshotResponse]:
-    """Close the interrupted run as failed and go on in a replay of it (ZenML's
-    `Pipeline.replay(skip_successful_steps=True)`, done in this process): its
-    successful steps are linked, not run again."""
+REPLAY_REASON = "warmrun worker lost during step(s) "
+"""How the interrupted ZenML run's status reason begins: a later attempt that finds it
+failed this way knows a replay of it was due, whether or not it was created."""
+
+
+def fail_for_replay(previous: PipelineRunResponse, in_flight: list[str], run_id: str) -> None:
+    """Close the interrupted run as failed, its steps in flight with it: ZenML refuses
+    them another step run, so the warmrun run goes on in a replay of it."""
     for name in in_flight:
         publish_failed_step_run(previous.steps[name].id)
     publish_pipeline_run_status_update(
         pipeline_run_id=previous.id,
         status=ExecutionStatus.FAILED,
-        status_reason=f"warmrun worker lost during step(s) {', '.join(in_flight)}; warmrun run "
-        f"{context.run_id} continues in a replay of this run",
+        status_reason=f"{REPLAY_REASON}{', '.join(in_flight)}; warmrun run {run_id} "
+        "continues in a replay of this run",
     )
+
+
+def _failed_for_replay(run: PipelineRunResponse) -> bool:
+    reason = run.body.status_reason or ""
+    return run.status == ExecutionStatus.FAILED and reason.startswith(REPLAY_REASON)
+
+
+def _replay(
+    target: ZenMLTarget,
+    previous: PipelineRunResponse,
+    run_name: str | None,
+    params: dict[str, Any],
+    context: RunContext,
+) -> tuple[PipelineRunResponse, PipelineSnapshotResponse]:
+    """Go on in a replay of the failed `previous` (ZenML's
+    `Pipeline.replay(skip_successful_steps=True)`, done in this process): its
+    successful steps are linked, not run again."""
     snapshot = _per_run_snapshot(
         target, f"{run_name}-attempt-{context.attempt}" if run_name else None, params, replay=True
     )
