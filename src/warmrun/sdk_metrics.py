@@ -73,9 +73,9 @@ class SdkMetrics(Collector):
         self._buffer = MetricBuffer(BUFFER_SIZE)
         self.runtime = Runtime(telemetry=TelemetryConfig(metrics=self._buffer))
         self._series: dict[str, _Series] = {}
-        # The SDK hands the same attributes object for the same label set: its labels
-        # are computed once (the object is kept, so its id is never reused).
-        self._labels: dict[int, tuple[Mapping[str, object], Labels]] = {}
+        # The SDK makes new attribute objects for some updates: the label sets are few,
+        # each is sorted into labels once.
+        self._labels: dict[frozenset[tuple[str, object]], Labels] = {}
 
     def drain(self) -> None:
         for update in self._buffer.retrieve_updates():
@@ -108,11 +108,12 @@ class SdkMetrics(Collector):
             yield _family(name, series)
 
     def _labels_of(self, attributes: Mapping[str, object]) -> Labels:
-        known = self._labels.get(id(attributes))
-        if known is None:
-            labels = tuple(sorted((key, _label(value)) for key, value in attributes.items()))
-            known = self._labels[id(attributes)] = (attributes, labels)
-        return known[1]
+        label_set = frozenset(attributes.items())
+        labels = self._labels.get(label_set)
+        if labels is None:
+            labels = tuple(sorted((key, _label(value)) for key, value in label_set))
+            self._labels[label_set] = labels
+        return labels
 
 
 def _family(name: str, series: _Series) -> Metric:
