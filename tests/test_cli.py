@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from warmrun.devserver import free_port, stop_process, temporal_binary
+from warmrun.devserver import DevServer, free_port, stop_process, temporal_binary
 
 WARMRUN = str(Path(sys.executable).parent / "warmrun")
 
@@ -36,9 +37,16 @@ def wait_until_ready(
 
 
 @contextmanager
-def running(command: list[str], cwd: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+def running(
+    command: list[str], cwd: Path, env: dict[str, str], pass_fds: tuple[int, ...] = ()
+) -> Iterator[subprocess.Popen]:
     process = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        pass_fds=pass_fds,
     )
     try:
         yield process
@@ -145,3 +153,21 @@ def test_serve_refuses_settings_it_cannot_version_with(tmp_path: Path) -> None:
         )
         assert result.returncode == 2, result.stderr
         assert message in result.stdout + result.stderr
+
+
+def test_serve_answers_on_a_listening_socket_it_inherits(
+    tmp_path: Path, dev_server: DevServer
+) -> None:
+    """`--fd`: the process that starts `warmrun serve` binds the port and hands the socket
+    over (the ZenML deployer does), so no other process can take the port in between."""
+    pipeline = f"{Path(__file__).parent / 'pipelines.py'}:echo"
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        command = [WARMRUN, "serve", pipeline, "--port", str(port), "--fd", str(listener.fileno())]
+        env = {**os.environ, "TEMPORAL_ADDRESS": dev_server.address, "WARMRUN_DEPLOYMENT": "on-fd"}
+        with running(command, cwd=tmp_path, env=env, pass_fds=(listener.fileno(),)) as process:
+            listener.close()  # the port stays bound: the process holds its own copy
+            url = f"http://127.0.0.1:{port}"
+            wait_until_ready(url, process)
+            answer = httpx.post(f"{url}/invoke", json={"parameters": {"text": "hi"}}, timeout=30)
+            assert answer.json()["outputs"]["text"] == "hi", answer.text

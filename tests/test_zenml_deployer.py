@@ -552,3 +552,30 @@ def test_without_an_address_deployments_share_a_dev_server_that_stops_with_the_l
     finally:
         for pid in pids:
             kill(pid)
+
+
+def test_the_deployer_binds_the_port_it_hands_to_the_process() -> None:
+    """The port is bound by the deployer and its socket passed on (`warmrun serve --fd`):
+    finding a port free is binding it, so nothing can take it before the process serves."""
+    from zenml.deployers.exceptions import DeploymentProvisionError
+
+    from warmrun.zenml.deployer import (
+        WarmrunDeployerSettings,
+        WarmrunDeploymentMetadata,
+        _listening_socket,
+    )
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = taken.getsockname()[1]
+        refusing = WarmrunDeployerSettings(port=busy, allocate_port_if_busy=False)
+        with pytest.raises(DeploymentProvisionError, match=f"TCP port \\[{busy}\\]"):
+            _listening_socket(refusing, WarmrunDeploymentMetadata())
+
+        # The previous port, now busy: the first free one of the range instead.
+        moving = WarmrunDeployerSettings(port_range=(busy, busy + 50))
+        with _listening_socket(moving, WarmrunDeploymentMetadata(port=busy)) as listener:
+            port = listener.getsockname()[1]
+            assert busy < port <= busy + 50
+            # Listening already: a client's connection waits in its backlog.
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                pass

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 from types import FrameType
 
@@ -58,7 +59,17 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True
 
 
-def serve_app(app: FastAPI, settings: Settings, *, host: str, port: int, log_level: str) -> None:
+def serve_app(
+    app: FastAPI,
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    log_level: str,
+    fd: int | None = None,
+) -> None:
+    """Serve on `host:port`, or on the listening socket inherited as `fd` (bound by the
+    process that started this one, so no other can take its port in between)."""
     limits = ConnectionLimits.from_settings(settings)
     _ensure_file_limit(limits.max_connections)
     config = uvicorn.Config(
@@ -76,7 +87,7 @@ def serve_app(app: FastAPI, settings: Settings, *, host: str, port: int, log_lev
         # runs go on (the client can read them by the X-Run-Id it already has).
         timeout_graceful_shutdown=max(int(settings.shutdown_grace), 1),
     )
-    DrainingServer(config, app).run()
+    DrainingServer(config, app).run(sockets=None if fd is None else [socket.socket(fileno=fd)])
 
 
 def _ensure_file_limit(max_connections: int) -> None:

@@ -117,7 +117,14 @@ def _exit_after_graceful_shutdown(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _serve(pipeline: Pipeline, settings: Settings, host: str, port: int, log_level: str) -> None:
+def _serve(
+    pipeline: Pipeline,
+    settings: Settings,
+    host: str,
+    port: int,
+    log_level: str,
+    fd: int | None = None,
+) -> None:
     try:
         version = replica_version(pipeline, settings)
     except VersioningError as err:
@@ -133,7 +140,7 @@ def _serve(pipeline: Pipeline, settings: Settings, host: str, port: int, log_lev
         asyncio.run(_work_only(pipeline, settings))
         return
     app = create_app(pipeline, settings)
-    serve_app(app, settings, host=host, port=port, log_level=log_level)
+    serve_app(app, settings, host=host, port=port, log_level=log_level, fd=fd)
 
 
 async def _work_only(pipeline: Pipeline, settings: Settings) -> None:
@@ -159,6 +166,13 @@ def serve(
     worker: Annotated[bool, typer.Option(help="Execute runs in this process.")] = True,
     api: Annotated[bool, typer.Option(help="Serve the HTTP API from this process.")] = True,
     log_level: LogLevelOpt = "info",
+    fd: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve on this inherited listening socket; --host and --port then only "
+            "name it (the ZenML deployer binds the port and passes the socket)."
+        ),
+    ] = None,
 ) -> None:
     """Serve PIPELINE: HTTP API and Temporal worker in one warm process.
 
@@ -179,7 +193,7 @@ def serve(
         run_worker=worker,
         run_api=api,
     )
-    _serve(_load(pipeline), settings, host, port, log_level)
+    _serve(_load(pipeline), settings, host, port, log_level, fd)
 
 
 async def _dev_nexus_endpoint(deployment: str) -> str:

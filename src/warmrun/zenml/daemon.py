@@ -21,10 +21,16 @@ STOP_TIMEOUT = 10.0
 
 
 def start(
-    command: Sequence[str], *, env: Mapping[str, str], log_file: Path, cwd: Path | None = None
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    log_file: Path,
+    cwd: Path | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.Popen[bytes]:
     """Start `command` detached: no terminal input, stdout and stderr appended to
-    `log_file`, its own session (the caller's Ctrl-C or exit does not reach it)."""
+    `log_file`, its own session (the caller's Ctrl-C or exit does not reach it); of
+    the caller's files, it inherits only `pass_fds`."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
         return subprocess.Popen(
@@ -36,6 +42,7 @@ def start(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            pass_fds=tuple(pass_fds),
         )
 
 

@@ -9,10 +9,11 @@ deployment, whose runs are durable Temporal workflows.
 The lifecycle is that of ZenML's local deployer (`zenml/deployers/local/`): a detached
 `warmrun serve zenml:<deployment id>` process per deployment, its pid, port and log
 file in the deployment's metadata, its runtime directory under ZenML's global config
-directory. Unlike the local deployer, provisioning waits for the process to be ready
-(`/ready`: Temporal reachable, worker polling) and fails at once, with the log's tail,
-when it dies or Temporal cannot be reached; a recorded pid counts only while its
-command line is still ours.
+directory. Unlike the local deployer, the port is bound here and its listening socket
+handed to the process (nothing can take the port in between), provisioning waits for
+the process to be ready (`/ready`: Temporal reachable, worker polling) and fails at
+once, with the log's tail, when it dies or Temporal cannot be reached; a recorded pid
+counts only while its command line is still ours.
 
 Runs live on Temporal, not in the process: re-deploying stops the old process (it
 drains for `shutdown_grace`) and starts the new one on the same task queue, where runs
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -50,7 +52,6 @@ from zenml.deployers.exceptions import (
 from zenml.enums import DeploymentStatus
 from zenml.models import DeploymentOperationalState, DeploymentResponse
 from zenml.utils.io_utils import get_global_config_directory
-from zenml.utils.networking_utils import lookup_preferred_or_free_port
 
 from warmrun.connection import RETRY
 from warmrun.run import task_queue_for
@@ -66,6 +67,8 @@ TEMPORAL_CHECK_TIMEOUT = 5.0
 STOP_MARGIN = 10.0
 """Seconds beyond twice the drain grace (the worker's, then the HTTP server's) that a
 stopped process gets before it is killed."""
+LISTEN_BACKLOG = 2048
+"""uvicorn's default backlog, for the socket the deployer binds for the process."""
 LOG_TAIL_LINES = 25
 FOLLOW_TAIL_LINES = 100
 FOLLOW_POLL = 0.2
@@ -214,7 +217,6 @@ class WarmrunDeployer(BaseDeployer):
         # Runs in flight live on Temporal: those the old process does not finish while
         # it drains resume on the new one.
         daemon.stop(previous.pid, serve_marks(deployment.id), _stop_timeout(settings))
-        metadata.port = _port(settings, previous)
         env.update(_warmrun_env(deployment, settings))
         env["WARMRUN_DEPLOYMENT"] = deployment.name
         if metadata.temporal_ui_url:
@@ -222,22 +224,32 @@ class WarmrunDeployer(BaseDeployer):
         runtime_dir = _runtime_dir(deployment.id)
         log_file = runtime_dir / "warmrun.log"
         metadata.runtime_dir, metadata.log_file = str(runtime_dir), str(log_file)
-        command = [
-            sys.executable,
-            "-m",
-            "warmrun",
-            *serve_marks(deployment.id),
-            "--host",
-            settings.host,
-            "--port",
-            str(metadata.port),
-            "--log-level",
-            settings.log_level,
-        ]
-        try:
-            process = daemon.start(command, env=env, log_file=log_file, cwd=Path.cwd())
-        except OSError as err:
-            raise DeploymentProvisionError(f"cannot start `warmrun serve`: {err}") from err
+        with _listening_socket(settings, previous) as listener:  # the process has its own copy
+            metadata.port = listener.getsockname()[1]
+            command = [
+                sys.executable,
+                "-m",
+                "warmrun",
+                *serve_marks(deployment.id),
+                "--host",
+                settings.host,
+                "--port",
+                str(metadata.port),
+                "--fd",
+                str(listener.fileno()),
+                "--log-level",
+                settings.log_level,
+            ]
+            try:
+                process = daemon.start(
+                    command,
+                    env=env,
+                    log_file=log_file,
+                    cwd=Path.cwd(),
+                    pass_fds=[listener.fileno()],
+                )
+            except OSError as err:
+                raise DeploymentProvisionError(f"cannot start `warmrun serve`: {err}") from err
         metadata.pid = process.pid
         state = DeploymentOperationalState(
             status=DeploymentStatus.RUNNING,
@@ -366,22 +378,46 @@ def _stop_timeout(settings: WarmrunDeployerSettings) -> float:
     return 2 * grace + STOP_MARGIN
 
 
-def _port(settings: WarmrunDeployerSettings, previous: WarmrunDeploymentMetadata) -> int:
-    """The configured port, else the previous one (a re-deploy keeps its URL), else a
-    free one; a busy configured port fails unless `allocate_port_if_busy`."""
+def _listening_socket(
+    settings: WarmrunDeployerSettings, previous: WarmrunDeploymentMetadata
+) -> socket.socket:
+    """The deployment's HTTP socket, bound and listening here and handed to `warmrun
+    serve` (`--fd`): a port found free here and bound later by the process could be
+    taken in between. The configured port, else the previous one (a re-deploy keeps
+    its URL), else the first free one of `port_range`; a busy configured port fails
+    unless `allocate_port_if_busy`."""
     preferred = [settings.port] if settings.port else [p for p in (previous.port,) if p]
-    try:
-        return lookup_preferred_or_free_port(
-            preferred_ports=preferred,
-            allocate_port_if_busy=settings.allocate_port_if_busy,
-            range=settings.port_range,
-            address=settings.host,
-        )
-    except OSError as err:
+    for port in preferred:
+        if listener := _listen(settings.host, port):
+            return listener
+    if preferred and not settings.allocate_port_if_busy:
         raise DeploymentProvisionError(
-            f"{err} Free it, choose another `port` or set `allocate_port_if_busy: true` "
-            "in the deployer's settings."
-        ) from None
+            f"TCP port {preferred} is not available. Free it, choose another `port` or set "
+            "`allocate_port_if_busy: true` in the deployer's settings."
+        )
+    start, stop = settings.port_range
+    for port in range(start, stop + 1):
+        if listener := _listen(settings.host, port):
+            return listener
+    raise DeploymentProvisionError(
+        f"No free TCP port in the range {settings.port_range}: free one or widen `port_range` "
+        "in the deployer's settings."
+    )
+
+
+def _listen(host: str, port: int) -> socket.socket | None:
+    """A socket listening on `host:port`, or None when the port is taken: binding is
+    the check (as uvicorn binds: SO_REUSEADDR, its backlog)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(LISTEN_BACKLOG)
+    except OSError:
+        listener.close()
+        return None
+    return listener
 
 
 def _inherited_env(config: WarmrunDeployerConfig) -> dict[str, str]:
