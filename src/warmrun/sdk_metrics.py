@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -41,6 +42,8 @@ HISTOGRAM_BUCKETS_MS = (
 """From a workflow task's milliseconds to an hour-long run's end-to-end latency."""
 
 Labels = tuple[tuple[str, str], ...]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -111,7 +114,10 @@ class SdkMetrics(Collector):
     async def drain_forever(self) -> None:
         while True:
             await asyncio.sleep(DRAIN_SECONDS)
-            self.drain()
+            try:
+                self.drain()
+            except Exception:  # the next drain may succeed: /metrics lags, the API does not
+                logger.exception("could not read the Temporal SDK's metrics")
 
     def describe(self) -> list[Metric]:
         return []  # names unknown until the SDK records: nothing to check for clashes
