@@ -109,19 +109,41 @@ def hostile(ctx: RunContext) -> dict:
         raise ValueError(f"boom{HOSTILE}")
 
 
-def _journaled_step(journal: str, index: int, seconds: float) -> dict:
+def wait_for_gate(gate: str | None) -> None:
+    """Block until the file `gate` exists: the test decides when the run goes on."""
+    while gate is not None and not os.path.exists(gate):
+        time.sleep(0.05)
+
+
+def _journaled_step(journal: str, index: int, seconds: float, gate: str | None) -> dict:
+    wait_for_gate(gate)
     time.sleep(seconds)
     with open(journal, "a") as lines:
         lines.write(f"{index} {os.getpid()}\n")
     return {"index": index, "pid": os.getpid()}
 
 
-def journaled(ctx: RunContext, journal: str, steps: int = 4, step_seconds: float = 1.0) -> dict:
+def journaled(
+    ctx: RunContext,
+    journal: str,
+    steps: int = 4,
+    step_seconds: float = 1.0,
+    gate: str | None = None,
+    gate_at: int = 0,
+) -> dict:
     """Checkpointed steps that append `<index> <pid>` to `journal` when they complete:
-    the journal shows which steps ran, in which process, and how often."""
+    the journal shows which steps ran, in which process, and how often. Steps from
+    `gate_at` on begin only once the file `gate` exists."""
     ctx.steps_total = steps
     done = [
-        ctx.step(f"step-{index}", _journaled_step, journal, index, step_seconds)
+        ctx.step(
+            f"step-{index}",
+            _journaled_step,
+            journal,
+            index,
+            step_seconds,
+            gate if index >= gate_at else None,
+        )
         for index in range(steps)
     ]
     return {"steps": done, "finished_by": os.getpid(), "attempt": ctx.attempt}

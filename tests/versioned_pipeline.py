@@ -11,18 +11,41 @@ from warmrun import RunContext
 CODE = "v1"
 
 
-def _step(journal: str, index: int, seconds: float) -> dict:
+def wait_for_gate(gate: str | None) -> None:
+    """Block until the file `gate` exists: the test decides when the run goes on."""
+    while gate is not None and not os.path.exists(gate):
+        time.sleep(0.05)
+
+
+def _step(journal: str, index: int, seconds: float, gate: str | None) -> dict:
+    wait_for_gate(gate)
     time.sleep(seconds)
     with open(journal, "a") as lines:
         lines.write(f"{index} {os.getpid()} {CODE}\n")
     return {"index": index, "code": CODE}
 
 
-def upgradable(ctx: RunContext, journal: str, steps: int = 4, step_seconds: float = 1.0) -> dict:
+def upgradable(
+    ctx: RunContext,
+    journal: str,
+    steps: int = 4,
+    step_seconds: float = 1.0,
+    gate: str | None = None,
+    gate_at: int = 0,
+) -> dict:
     """Checkpointed steps that append `<index> <pid> <code>` to `journal` as they
-    complete: the journal shows which code ran each step, in which process."""
+    complete: the journal shows which code ran each step, in which process. Steps from
+    `gate_at` on begin only once the file `gate` exists."""
     ctx.steps_total = steps
     done = [
-        ctx.step(f"step-{index}", _step, journal, index, step_seconds) for index in range(steps)
+        ctx.step(
+            f"step-{index}",
+            _step,
+            journal,
+            index,
+            step_seconds,
+            gate if index >= gate_at else None,
+        )
+        for index in range(steps)
     ]
     return {"code": CODE, "steps": done, "finished_by": os.getpid()}

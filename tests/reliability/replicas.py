@@ -158,21 +158,36 @@ async def poll_run(
 
 
 async def submit_journaled(
-    replica: Replica, journal: Path, steps: int, step_seconds: float = 1.0
+    replica: Replica,
+    journal: Path,
+    steps: int,
+    step_seconds: float = 1.0,
+    gate: Path | None = None,
+    gate_at: int = 0,
 ) -> str:
     """Start a run of a journalling pipeline (`journaled`, the versioned one) through
-    `replica`; each step appends to `journal`."""
+    `replica`; each step appends to `journal`. With a `gate`, steps from `gate_at` on
+    wait for that file: the run stays in flight until the test creates it."""
+    parameters: dict[str, Any] = {
+        "journal": str(journal),
+        "steps": steps,
+        "step_seconds": step_seconds,
+    }
+    if gate is not None:
+        parameters |= {"gate": str(gate), "gate_at": gate_at}
     async with httpx.AsyncClient(base_url=replica.url, timeout=10) as http:
-        answer = await http.post(
-            "/invoke",
-            json={
-                "parameters": {
-                    "journal": str(journal),
-                    "steps": steps,
-                    "step_seconds": step_seconds,
-                },
-                "async": True,
-            },
-        )
+        answer = await http.post("/invoke", json={"parameters": parameters, "async": True})
     assert answer.status_code == 202, answer.text
     return answer.json()["run_id"]
+
+
+async def steps_reported(replica: Replica, run_id: str, count: int) -> None:
+    """Wait until Temporal holds the run's heartbeat with `count` completed steps: their
+    checkpoints, which a retry resumes from, travel in the same heartbeat."""
+    await poll_run(
+        replica.url,
+        run_id,
+        {"running"},
+        timeout=30,
+        until=lambda run: run["progress"]["steps_completed"] >= count,
+    )

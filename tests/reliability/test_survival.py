@@ -12,7 +12,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from replicas import TERMINAL, Replica, poll_run, replica_starter, submit_journaled
+from replicas import (
+    TERMINAL,
+    Replica,
+    poll_run,
+    replica_starter,
+    steps_reported,
+    submit_journaled,
+)
 from temporalio.client import Client
 
 from warmrun.devserver import DevServer, free_port
@@ -55,14 +62,14 @@ async def test_sigkill_mid_run_resumes_on_another_replica_without_redoing_steps(
     journal = tmp_path / "journal"
     first = await replicas("journaled", deployment="resume").ready()
     second = await replicas("journaled", deployment="resume").ready()
-    run_id = await submit_journaled(first, journal, steps=5, step_seconds=1.0)
-
-    while len(journal_entries(journal)) < 2:
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.5)  # let the second step's checkpoint reach the server
+    gate = tmp_path / "gate"
+    # Held after two steps until the kill: the retry resumes from their checkpoints.
+    run_id = await submit_journaled(first, journal, steps=5, gate=gate, gate_at=2)
+    await steps_reported(first, run_id, 2)
     executing_pid = journal_entries(journal)[-1][1]
     victim, survivor = (first, second) if executing_pid == first.pid else (second, first)
     victim.signal(signal.SIGKILL)
+    gate.touch()
 
     run = await poll_run(survivor.url, run_id, TERMINAL)
 
@@ -113,13 +120,20 @@ async def test_runs_outliving_the_grace_period_are_handed_to_another_replica(
     replicas: Callable[..., Replica], tmp_path: Path
 ) -> None:
     journal = tmp_path / "journal"
+    gate = tmp_path / "gate"
     leaving = await replicas("journaled", deployment="handover", shutdown_grace=1).ready()
-    run_id = await submit_journaled(leaving, journal, steps=4, step_seconds=1.5)
+    # Held after its first step, still in flight however long `staying` takes to start.
+    run_id = await submit_journaled(
+        leaving, journal, steps=4, step_seconds=1.5, gate=gate, gate_at=1
+    )
     staying = await replicas("journaled", deployment="handover").ready()
     while not journal_entries(journal):
         await asyncio.sleep(0.05)
 
     leaving.signal(signal.SIGTERM)
+    # Its second step begins now and outlives the 1 s grace; sync code stops at the step's
+    # end (a thread cannot be interrupted), then the run is handed over.
+    gate.touch()
     assert await leaving.exit_code() == 0
     run = await poll_run(staying.url, run_id, TERMINAL)
 
@@ -267,8 +281,10 @@ async def test_a_second_signal_exits_at_once_and_the_run_resumes_elsewhere(
     replicas: Callable[..., Replica], tmp_path: Path
 ) -> None:
     journal = tmp_path / "journal"
+    gate = tmp_path / "gate"
     leaving = await replicas("journaled", deployment="impatient", shutdown_grace=60).ready()
-    run_id = await submit_journaled(leaving, journal, steps=3, step_seconds=2)
+    # Held after its first step: still in flight however long `staying` takes to start.
+    run_id = await submit_journaled(leaving, journal, steps=3, gate=gate, gate_at=1)
     staying = await replicas("journaled", deployment="impatient").ready()
     while not journal_entries(journal):
         await asyncio.sleep(0.05)
@@ -280,6 +296,7 @@ async def test_a_second_signal_exits_at_once_and_the_run_resumes_elsewhere(
 
     assert await leaving.exit_code(timeout=10) == 1
     assert time.monotonic() - started < 5  # not the 60 s grace
+    gate.touch()
     run = await poll_run(staying.url, run_id, TERMINAL)
     assert run["status"] == "succeeded"
     assert run["outputs"]["finished_by"] == staying.pid

@@ -13,7 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
-from replicas import TERMINAL, Replica, poll_run, replica_starter, submit_journaled
+from replicas import (
+    TERMINAL,
+    Replica,
+    poll_run,
+    replica_starter,
+    steps_reported,
+    submit_journaled,
+)
 
 from warmrun.devserver import DevServer
 
@@ -69,8 +76,9 @@ async def test_a_promoted_version_takes_new_runs_while_runs_in_flight_end_on_the
     replicas: Callable[..., Replica], tmp_path: Path
 ) -> None:
     v1 = await replicas(code_version(tmp_path, "v1"), deployment="rollout").ready()
-    in_flight_journal = tmp_path / "in-flight"
-    in_flight = await submit_journaled(v1, in_flight_journal, steps=4)
+    in_flight_journal, gate = tmp_path / "in-flight", tmp_path / "gate"
+    # Held after its first step until v2 is up and checked: however long v2 takes to start.
+    in_flight = await submit_journaled(v1, in_flight_journal, steps=4, gate=gate, gate_at=1)
     await steps_done(in_flight_journal, 1)
 
     v2 = await replicas(code_version(tmp_path, "v2"), deployment="rollout", promote=True).ready()
@@ -79,6 +87,7 @@ async def test_a_promoted_version_takes_new_runs_while_runs_in_flight_end_on_the
     assert info_v1["build_id"] != info_v2["build_id"]
     assert (info_v1["current"], info_v2["current"]) == (False, True)
     assert info_v1["drained"] is False  # the run in flight is pinned to it
+    gate.touch()
     async with httpx.AsyncClient(timeout=30) as http:
         sync = await http.post(
             f"{v2.url}/invoke",
@@ -113,10 +122,10 @@ async def test_a_pinned_run_whose_replica_died_waits_for_its_own_build_then_resu
 ) -> None:
     v1_code = code_version(tmp_path, "v1")
     v1 = await replicas(v1_code, deployment="pinned-crash").ready()
-    journal = tmp_path / "journal"
-    run_id = await submit_journaled(v1, journal, steps=5)
-    await steps_done(journal, 2)
-    await asyncio.sleep(0.5)  # let the second step's checkpoint reach the server
+    journal, gate = tmp_path / "journal", tmp_path / "gate"
+    # Held after two steps: still in flight on v1 however long v2 takes to start.
+    run_id = await submit_journaled(v1, journal, steps=5, gate=gate, gate_at=2)
+    await steps_reported(v1, run_id, 2)
     v2 = replicas(code_version(tmp_path, "v2"), deployment="pinned-crash", promote=True)
     await v2.ready()
     v1_build = (await get(v1, "/info"))["build_id"]
@@ -140,6 +149,7 @@ async def test_a_pinned_run_whose_replica_died_waits_for_its_own_build_then_resu
         await asyncio.sleep(0.2)
     assert {code for _, _, code in journal_entries(journal)} == {"v1"}
 
+    gate.touch()
     restarted = await replicas(v1_code, deployment="pinned-crash").ready()
     run = await poll_run(v2.url, run_id, TERMINAL)
 
@@ -160,12 +170,10 @@ async def test_with_auto_upgrade_the_same_crash_resumes_on_the_current_version(
     v1 = await replicas(
         code_version(tmp_path, "v1"), deployment="auto-crash", versioning="auto-upgrade"
     ).ready()
-    journal = tmp_path / "journal"
-    # Steps long enough that v1 is still running when v2 is up (its start-up, and so
-    # how far v1 gets meanwhile, varies with the machine's load).
-    run_id = await submit_journaled(v1, journal, steps=6, step_seconds=2.0)
-    await steps_done(journal, 2)
-    await asyncio.sleep(0.5)  # let the second step's checkpoint reach the server
+    journal, gate = tmp_path / "journal", tmp_path / "gate"
+    # Held after two steps: still in flight on v1 however long v2 takes to start.
+    run_id = await submit_journaled(v1, journal, steps=5, step_seconds=0.5, gate=gate, gate_at=2)
+    await steps_reported(v1, run_id, 2)
     v2 = await replicas(
         code_version(tmp_path, "v2"),
         deployment="auto-crash",
@@ -176,6 +184,7 @@ async def test_with_auto_upgrade_the_same_crash_resumes_on_the_current_version(
 
     v1.signal(signal.SIGKILL)
     done_by_v1 = len(journal_entries(journal))
+    gate.touch()
     run = await poll_run(v2.url, run_id, TERMINAL)
 
     assert run["status"] == "succeeded", run
