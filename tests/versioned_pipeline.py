@@ -17,7 +17,7 @@ def wait_for_gate(gate: str | None) -> None:
         time.sleep(0.05)
 
 
-def _step(journal: str, index: int, seconds: float, gate: str | None) -> dict:
+def _step(journal: str, index: int, seconds: float, gate: str | None = None) -> dict:
     wait_for_gate(gate)
     time.sleep(seconds)
     with open(journal, "a") as lines:
